@@ -1,0 +1,289 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringwire/ringwire/shm"
+)
+
+// Defaults of Options, chosen by BenchmarkPingPong and BenchmarkPaced (see
+// docs/benchmarks.md).
+const (
+	// DefaultSpin is how long a side busy-polls before it parks. It must be
+	// longer than the peer's wake-up time or both sides fall into the slow
+	// park-every-message mode.
+	DefaultSpin = 20 * time.Microsecond
+	// DefaultAdaptiveSpin caps the adaptive spin window, and with it the CPU a
+	// waiter burns per message when traffic is paced (see Options.AdaptiveSpin).
+	DefaultAdaptiveSpin = 100 * time.Microsecond
+	// DefaultParkTimeout bounds one futex sleep, so a lost wake-up (only a
+	// hostile peer can cause one) costs at most this long.
+	DefaultParkTimeout = 100 * time.Millisecond
+	// DefaultMaxMessage bounds a reassembled fragmented message.
+	DefaultMaxMessage = 256 << 20
+)
+
+// Options tune one side of a ring. The zero value selects every default.
+type Options struct {
+	// Spin is how long a waiting side polls the shared counters before it
+	// announces it is asleep and parks on the futex. 0 selects DefaultSpin; a
+	// negative value parks at once.
+	Spin time.Duration
+	// AdaptiveSpin lets the spin window grow up to this bound when the observed
+	// gap between messages is shorter than it: the waiter spins for up to twice
+	// the recent average gap, so paced traffic (a message every 50 µs, say) is
+	// caught while spinning instead of paying a futex wake-up (20-45 µs here).
+	// The price is CPU: at most AdaptiveSpin of spinning per wait, i.e. at most
+	// one core per waiting side while messages come faster than one per
+	// AdaptiveSpin, and nothing beyond Spin once they come slower. 0 selects
+	// DefaultAdaptiveSpin; a negative value turns adaptation off.
+	AdaptiveSpin time.Duration
+	// ParkTimeout bounds one futex sleep. 0 selects DefaultParkTimeout.
+	ParkTimeout time.Duration
+	// MaxMessage bounds a message reassembled from fragments (consumer side).
+	// 0 selects DefaultMaxMessage.
+	MaxMessage int
+}
+
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.Spin == 0 {
+		r.Spin = DefaultSpin
+	}
+	if r.AdaptiveSpin == 0 {
+		r.AdaptiveSpin = DefaultAdaptiveSpin
+	}
+	if r.ParkTimeout <= 0 {
+		r.ParkTimeout = DefaultParkTimeout
+	}
+	if r.MaxMessage <= 0 {
+		r.MaxMessage = DefaultMaxMessage
+	}
+	return r
+}
+
+// Stats counts one side's traffic and waiting. Reading it is safe at any time.
+type Stats struct {
+	Records    uint64 // records committed (producer) or released (consumer), padding excluded
+	Messages   uint64 // whole messages: fragments of one message count once
+	Bytes      uint64 // payload bytes of those messages
+	SpinWaits  uint64 // waits that ended while spinning
+	Parks      uint64 // FUTEX_WAIT calls
+	WakesSent  uint64 // FUTEX_WAKE calls issued to the peer
+	SpinBudget int64  // current spin window in nanoseconds (adaptive)
+}
+
+type counters struct {
+	records, messages, bytes atomic.Uint64
+	spinWaits, parks, wakes  atomic.Uint64
+}
+
+// Side states; the first non-open state wins and sticks.
+const (
+	stateOpen uint32 = iota
+	stateClosed
+	statePeerGone
+	stateCorrupt
+)
+
+var epoch = time.Now()
+
+// nanotime is a monotonic clock in nanoseconds.
+func nanotime() int64 { return int64(time.Since(epoch)) }
+
+// waiter is the spin-then-park strategy of one side, sleeping on one bell.
+//
+// The no-lost-wakeup argument. Let C be the condition the waiter waits for (the
+// producer's tail moved, or the consumer's head moved) and P the peer that makes
+// it true. P does: (1) store the position (atomic, sequentially consistent),
+// (2) load the bell; if the asleep bit is set, CAS it to (seq+1, awake) and only
+// if that CAS succeeds issue FUTEX_WAKE. The waiter does: (a) CAS the asleep bit
+// on, giving word v, (b) re-check C with an atomic load, (c) FUTEX_WAIT(bell, v).
+// Go's atomics are sequentially consistent, so (1)<(2) and (a)<(b) in one total
+// order: either (b) sees the new position and the waiter does not sleep, or
+// (2) comes after (a) and sees the bit. In the second case P changes the word;
+// if that happens before (c), the kernel sees bell != v and FUTEX_WAIT returns at
+// once; if after, the waiter is queued and FUTEX_WAKE releases it. The asleep bit
+// lives in the futex word itself and the waker changes the word (seq+1) in the
+// same CAS that clears the bit, so a slow waker from an earlier round cannot
+// consume a later sleep: its CAS fails against the new word. One sleep gets at
+// most one wake. Local events (close, peer death, a new deadline) add seq to the
+// word before waking, so they too cannot be missed. A hostile peer rewriting the
+// word can at worst delay us by ParkTimeout, never hang us.
+type waiter struct {
+	bell     *uint32
+	spin     int64
+	adaptMax int64
+	park     time.Duration
+	gap      int64 // moving average of wait durations in ns; owner only
+
+	deadline atomic.Int64 // nanotime of the deadline; 0 = none
+	state    atomic.Uint32
+	budgetNs atomic.Int64
+	c        counters
+}
+
+func (w *waiter) init(bell *uint32, o Options) {
+	w.bell, w.spin, w.park = bell, max(int64(o.Spin), 0), o.ParkTimeout
+	if o.AdaptiveSpin > 0 {
+		w.adaptMax = int64(o.AdaptiveSpin)
+	}
+	w.budgetNs.Store(w.spin)
+}
+
+// budget is the spin window for the next wait.
+func (w *waiter) budget() int64 {
+	if w.adaptMax > w.spin && w.gap > 0 && w.gap <= w.adaptMax {
+		if b := min(2*w.gap, w.adaptMax); b > w.spin {
+			return b
+		}
+	}
+	return w.spin
+}
+
+// observe feeds the duration of a wait that ended with the condition met.
+func (w *waiter) observe(d int64) {
+	if w.adaptMax == 0 {
+		return
+	}
+	d = min(d, int64(time.Second))
+	w.gap += (d - w.gap) / 8
+}
+
+func (w *waiter) stateErr(st uint32) error {
+	switch st {
+	case stateClosed:
+		return ErrClosed
+	case statePeerGone:
+		return ErrPeerGone
+	}
+	return ErrCorrupt
+}
+
+// setDeadline sets the deadline for waits (zero time: none) and kicks a
+// sleeping waiter so it recomputes its timeout.
+func (w *waiter) setDeadline(t time.Time) {
+	if t.IsZero() {
+		w.deadline.Store(0)
+	} else {
+		w.deadline.Store(max(int64(t.Sub(epoch)), 1))
+	}
+	w.kick()
+}
+
+// shutdown moves the side to a terminal state and wakes every waiter.
+func (w *waiter) shutdown(st uint32) {
+	w.state.CompareAndSwap(stateOpen, st)
+	w.kick()
+}
+
+// kick changes the bell word and wakes its sleepers: whoever is about to sleep
+// on the old value returns at once, whoever sleeps is woken.
+func (w *waiter) kick() {
+	atomic.AddUint32(w.bell, bellSeq)
+	_, _ = shm.FutexWake(w.bell, 1<<30)
+}
+
+// maxBellRetries bounds CAS retries on a bell word. A well-behaved peer changes
+// our bell at most once per sleep, so more failures than this mean the peer is
+// rewriting it.
+const maxBellRetries = 64
+
+// wait spins, then parks, until ready reports true. ready must be cheap and must
+// return true as well when it has found corruption (the caller then reports it).
+func (w *waiter) wait(ready func() bool) error {
+	start := nanotime()
+	budget := w.budget()
+	w.budgetNs.Store(budget)
+	for i := uint32(1); ; i++ {
+		if ready() {
+			w.c.spinWaits.Add(1)
+			w.observe(nanotime() - start)
+			return nil
+		}
+		if i%32 == 0 {
+			if st := w.state.Load(); st != stateOpen {
+				return w.stateErr(st)
+			}
+			now := nanotime()
+			if dl := w.deadline.Load(); dl != 0 && now >= dl {
+				return ErrTimeout
+			}
+			if now-start >= budget {
+				break
+			}
+		}
+		pause()
+	}
+	retries := 0
+	for {
+		v := atomic.LoadUint32(w.bell)
+		if v&bellAsleep == 0 {
+			if !atomic.CompareAndSwapUint32(w.bell, v, v|bellAsleep) {
+				if retries++; retries > maxBellRetries {
+					return fmt.Errorf("%w: the peer keeps rewriting our futex word", ErrCorrupt)
+				}
+				continue
+			}
+			v |= bellAsleep
+		}
+		if ready() {
+			atomic.CompareAndSwapUint32(w.bell, v, v&^bellAsleep)
+			w.observe(nanotime() - start)
+			return nil
+		}
+		if st := w.state.Load(); st != stateOpen {
+			return w.stateErr(st)
+		}
+		timeout := w.park
+		if dl := w.deadline.Load(); dl != 0 {
+			left := time.Duration(dl - nanotime())
+			if left <= 0 {
+				atomic.CompareAndSwapUint32(w.bell, v, v&^bellAsleep)
+				return ErrTimeout
+			}
+			timeout = min(timeout, left)
+		}
+		w.c.parks.Add(1)
+		if err := shm.FutexWait(w.bell, v, timeout); errors.Is(err, shm.ErrUnsupported) {
+			time.Sleep(min(timeout, 200*time.Microsecond))
+		}
+	}
+}
+
+// wakePeer wakes the peer sleeping on bell, if and only if it announced sleep.
+// It reports whether it issued FUTEX_WAKE.
+func wakePeer(bell *uint32) bool {
+	for range 8 {
+		v := atomic.LoadUint32(bell)
+		if v&bellAsleep == 0 {
+			return false
+		}
+		if atomic.CompareAndSwapUint32(bell, v, (v+bellSeq)&^bellAsleep) {
+			_, _ = shm.FutexWake(bell, 1)
+			return true
+		}
+	}
+	// The word keeps changing under us (a kick from the peer's own side, or a
+	// hostile peer): wake anyway, a spurious wake-up is harmless.
+	_, _ = shm.FutexWake(bell, 1)
+	return true
+}
+
+func (w *waiter) stats() Stats {
+	return Stats{
+		Records:    w.c.records.Load(),
+		Messages:   w.c.messages.Load(),
+		Bytes:      w.c.bytes.Load(),
+		SpinWaits:  w.c.spinWaits.Load(),
+		Parks:      w.c.parks.Load(),
+		WakesSent:  w.c.wakes.Load(),
+		SpinBudget: w.budgetNs.Load(),
+	}
+}
