@@ -231,6 +231,12 @@ func (p *Producer) Stage(typ uint16, msg []byte) error {
 		n := min(room-hdr, len(msg))
 		buf, err := p.Reserve(hdr + n)
 		if err != nil {
+			if hdr == 0 && p.err == nil {
+				// Fragments already published cannot be taken back, and a
+				// new message after them would break the stream: this ring
+				// can carry nothing more.
+				p.err = fmt.Errorf("%w (in the middle of a fragmented message: the ring is unusable)", err)
+			}
 			return err
 		}
 		if hdr > 0 {

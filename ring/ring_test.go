@@ -411,3 +411,17 @@ func sum(b []byte) uint32 {
 	}
 	return s
 }
+
+func TestFragmentedWriteTimeoutIsSticky(t *testing.T) {
+	p, _, _ := pair(t, 4096, 0, &Options{Spin: -1})
+	p.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	// Nobody reads: the first fragments fill the ring, then the deadline hits.
+	err := p.Write(1, make([]byte, 16<<10))
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Write: %v", err)
+	}
+	p.SetDeadline(time.Time{})
+	if err := p.Write(1, []byte("after")); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Write after a half-sent message: %v (the consumer would see a broken stream)", err)
+	}
+}
