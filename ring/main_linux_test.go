@@ -20,6 +20,7 @@ const (
 	childArgEnv = "RINGWIRE_RING_CHILD_ARG"
 	childSpin   = "RINGWIRE_RING_CHILD_SPIN" // ring.Options.Spin for the child, as a duration
 	childAdapt  = "RINGWIRE_RING_CHILD_ADAPT"
+	childPark   = "RINGWIRE_RING_CHILD_PARK" // ring.Options.ParkTimeout for the child; 0 or unset: default
 )
 
 // childRoles maps a role name to the function the child runs. It returns the
@@ -50,6 +51,9 @@ func runChild(role string) int {
 	}
 	if d, err := time.ParseDuration(os.Getenv(childAdapt)); err == nil {
 		o.AdaptiveSpin = d
+	}
+	if d, err := time.ParseDuration(os.Getenv(childPark)); err == nil {
+		o.ParkTimeout = d
 	}
 	e, err := duplex.Accept(conn, duplex.Config{Options: o})
 	if err != nil {
@@ -87,18 +91,35 @@ func (c *child) Wait(d time.Duration) error {
 
 // startChild starts the test binary as a child running role, offers it a
 // pair of rings described by cfg and returns the parent's side. The child's
-// Spin and AdaptiveSpin follow cfg.Options unless env overrides them. Cleanup
-// (which the test must not pre-empt by using the rings afterwards) closes our
-// side, kills the child if it is still running after a grace
-// period, reaps it and unmaps everything.
+// Spin, AdaptiveSpin and ParkTimeout follow cfg.Options unless env overrides
+// them. Cleanup (which the test must not pre-empt by using the rings
+// afterwards) closes our side, kills the child if it is still running after a
+// grace period, reaps it and unmaps everything.
 func startChild(t testing.TB, role, arg string, cfg duplex.Config, env ...string) *child {
+	t.Helper()
+	return startChildFiles(t, role, arg, cfg, nil, env...)
+}
+
+// extraFd is the descriptor at which the child finds the first of the files
+// passed to startChildFiles (duplex.Spawn puts the control socket first).
+const extraFd = duplex.InheritedFd + 1
+
+// startChildFiles is startChild that also hands files to the child, as
+// descriptors extraFd, extraFd+1, ... in order. The parent's copies are closed
+// once the child has started (or failed to), whatever happens.
+func startChildFiles(t testing.TB, role, arg string, cfg duplex.Config, files []*os.File, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+role, childArgEnv+"="+arg,
-		childSpin+"="+cfg.Options.Spin.String(), childAdapt+"="+cfg.Options.AdaptiveSpin.String())
+		childSpin+"="+cfg.Options.Spin.String(), childAdapt+"="+cfg.Options.AdaptiveSpin.String(),
+		childPark+"="+cfg.Options.ParkTimeout.String())
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
+	cmd.ExtraFiles = files
 	conn, err := duplex.Spawn(cmd)
+	for _, f := range files {
+		_ = f.Close()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,11 @@ type End struct {
 	watch *shm.Watcher
 	once  sync.Once
 	err   error
+
+	// goneMu serialises PeerGone with the unmapping in Close: the watcher's
+	// onGone (PeerGone) may still be running when watch.Close returns.
+	goneMu   sync.Mutex
+	unmapped bool
 }
 
 func segmentSize(capacity int) int {
@@ -141,7 +146,13 @@ func (e *End) attach(tx, rx, capacity int, o *ring.Options) (err error) {
 
 // PeerGone wakes both rings' waiters with ring.ErrPeerGone. The liveness
 // watcher calls it; a supervisor that saw the peer process exit may too.
+// After Close it does nothing.
 func (e *End) PeerGone() {
+	e.goneMu.Lock()
+	defer e.goneMu.Unlock()
+	if e.unmapped {
+		return
+	}
 	e.Tx.PeerGone()
 	e.Rx.PeerGone()
 }
@@ -172,6 +183,12 @@ func (e *End) release() error {
 		errs = append(errs, e.watch.Close())
 	}
 	errs = append(errs, e.conn.Close())
+	// A PeerGone that the watcher started before it was stopped wakes the
+	// rings' waiters through their futex words in the mapping: let it finish
+	// before the memory goes away, and keep later calls off it.
+	e.goneMu.Lock()
+	e.unmapped = true
+	e.goneMu.Unlock()
 	for _, s := range e.segs {
 		if s != nil {
 			errs = append(errs, s.Close())
