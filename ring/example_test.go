@@ -58,5 +58,5 @@ func ExampleProducer_Write() {
 	fmt.Println("max record:", p.MaxRecord())
 	// Output:
 	// 7 10240 <nil> <nil>
-	// max record: 1016
+	// max record: 2040
 }

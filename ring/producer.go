@@ -2,6 +2,7 @@ package ring
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -144,6 +145,10 @@ func (p *Producer) waitFree(need uint64) error {
 	if p.err != nil {
 		return p.err
 	}
+	if errors.Is(err, ErrCorrupt) {
+		// The waiter's verdict on our bell sticks like any other.
+		return p.fail(err)
+	}
 	return err
 }
 
@@ -185,7 +190,7 @@ func (p *Producer) Flush() {
 	if p.tail == p.pub || p.err != nil {
 		return
 	}
-	atomic.StoreUint64(p.g.tailp, p.tail)
+	publish(p.g.tailp, p.tail)
 	p.pub = p.tail
 	if wakePeer(p.g.dataBell) {
 		p.w.c.wakes.Add(1)

@@ -215,7 +215,7 @@ func TestFragmentation(t *testing.T) {
 
 func TestReadShortBufferKeepsMessage(t *testing.T) {
 	p, c, _ := pair(t, 4096, 0, nil)
-	for _, size := range []int{100, 3000} { // whole, then fragmented (max record 1016)
+	for _, size := range []int{100, 3000} { // whole, then fragmented (max record 2040)
 		msg := bytes.Repeat([]byte("x"), size)
 		errc := make(chan error, 1)
 		go func() { errc <- p.Write(3, msg) }()
@@ -266,7 +266,7 @@ func TestAPIMisuse(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ capacity, maxRecord int }{
-		{1000, 0}, {512, 0}, {1 << 31, 0}, {4096, 4096}, {4096, 2041}, {4096, 8},
+		{1000, 0}, {512, 0}, {MaxCapacity + MinCapacity, 0}, {4096, 4096}, {4096, 2041}, {4096, 8},
 	} {
 		if _, err := NewHeap(tc.capacity, tc.maxRecord); !errors.Is(err, ErrConfig) {
 			t.Errorf("NewHeap(%d, %d) = %v, want ErrConfig", tc.capacity, tc.maxRecord, err)

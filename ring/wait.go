@@ -80,9 +80,19 @@ type Stats struct {
 }
 
 type counters struct {
-	records, messages, bytes atomic.Uint64
-	spinWaits, parks, wakes  atomic.Uint64
+	records, messages, bytes ownedCounter
+	spinWaits, parks, wakes  ownedCounter
 }
+
+// ownedCounter is a statistics counter that only its side's goroutine writes
+// (with Add) and that any goroutine may read (with Load).
+type ownedCounter struct {
+	_ [0]atomic.Uint64 // 64-bit alignment for the atomic operations on 32-bit platforms
+	v uint64
+}
+
+// Load returns the counter's value.
+func (c *ownedCounter) Load() uint64 { return atomic.LoadUint64(&c.v) }
 
 // Side states; the first non-open state wins and sticks.
 const (
@@ -101,13 +111,14 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 //
 // The no-lost-wakeup argument. Let C be the condition the waiter waits for (the
 // producer's tail moved, or the consumer's head moved) and P the peer that makes
-// it true. P does: (1) store the position (atomic, sequentially consistent),
+// it true. P does: (1) store the position (publish: a store and a full fence),
 // (2) load the bell; if the asleep bit is set, CAS it to (seq+1, awake) and only
 // if that CAS succeeds issue FUTEX_WAKE. The waiter does: (a) CAS the asleep bit
 // on, giving word v, (b) re-check C with an atomic load, (c) FUTEX_WAIT(bell, v).
-// Go's atomics are sequentially consistent, so (1)<(2) and (a)<(b) in one total
-// order: either (b) sees the new position and the waiter does not sleep, or
-// (2) comes after (a) and sees the bit. In the second case P changes the word;
+// Go's atomics are sequentially consistent (and publish's fence orders its
+// store before any later load, see fast_amd64.go), so (1)<(2) and (a)<(b) in
+// one total order: either (b) sees the new position and the waiter does not
+// sleep, or (2) comes after (a) and sees the bit. In the second case P changes the word;
 // if that happens before (c), the kernel sees bell != v and FUTEX_WAIT returns at
 // once; if after, the waiter is queued and FUTEX_WAKE releases it. The asleep bit
 // lives in the futex word itself and the waker changes the word (seq+1) in the
@@ -201,17 +212,21 @@ func (w *waiter) wait(ready func() bool) error {
 	start := nanotime()
 	budget := w.budget()
 	w.budgetNs.Store(budget)
+	// now is the clock as of the last check, at most 32 polls old: a message
+	// found while spinning is timed with it, which keeps a clock read (about
+	// 30 ns here) off the path from the message's arrival to its handling.
+	now := start
 	for i := uint32(1); ; i++ {
 		if ready() {
 			w.c.spinWaits.Add(1)
-			w.observe(nanotime() - start)
+			w.observe(now - start)
 			return nil
 		}
 		if i%32 == 0 {
 			if st := w.state.Load(); st != stateOpen {
 				return w.stateErr(st)
 			}
-			now := nanotime()
+			now = nanotime()
 			if dl := w.deadline.Load(); dl != 0 && now >= dl {
 				return ErrTimeout
 			}
