@@ -22,6 +22,10 @@ type Config struct {
 	MaxCapacity int
 	// Options tune this side's waiting.
 	Options ring.Options
+	// Confirm, if set, runs after the rings are sent (Offer) or mapped
+	// (Accept) and before the liveness watcher takes over the socket's read
+	// side: the last chance to exchange messages on conn. An error aborts.
+	Confirm func() error
 }
 
 const (
@@ -85,7 +89,7 @@ func Offer(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	if err = shm.SendFds(conn, msg[:], e.segs[0].Fd(), e.segs[1].Fd()); err != nil {
 		return nil, err
 	}
-	return e, e.attach(0, 1, cfg.Capacity, &cfg.Options)
+	return e, e.attach(0, 1, cfg.Capacity, &cfg)
 }
 
 // Accept receives the rings offered by the peer on conn, verifies them and
@@ -127,18 +131,23 @@ func Accept(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 			return nil, err
 		}
 	}
-	return e, e.attach(1, 0, capacity, &cfg.Options)
+	return e, e.attach(1, 0, capacity, &cfg)
 }
 
-func (e *End) attach(tx, rx, capacity int, o *ring.Options) (err error) {
-	if e.Tx, err = ring.NewProducer(e.segs[tx].Bytes(), o); err != nil {
+func (e *End) attach(tx, rx, capacity int, cfg *Config) (err error) {
+	if e.Tx, err = ring.NewProducer(e.segs[tx].Bytes(), &cfg.Options); err != nil {
 		return err
 	}
-	if e.Rx, err = ring.NewConsumer(e.segs[rx].Bytes(), o); err != nil {
+	if e.Rx, err = ring.NewConsumer(e.segs[rx].Bytes(), &cfg.Options); err != nil {
 		return err
 	}
 	if e.Tx.Capacity() != capacity || e.Rx.Capacity() != capacity {
 		return fmt.Errorf("%w: ring headers disagree with the offered capacity %d", ring.ErrCorrupt, capacity)
+	}
+	if cfg.Confirm != nil {
+		if err := cfg.Confirm(); err != nil {
+			return err
+		}
 	}
 	e.watch, err = shm.WatchConn(e.conn, e.PeerGone)
 	return err

@@ -1,0 +1,5 @@
+package negotiate
+
+// The FlatBuffers code of the handshake schema (handshake.fbs) is committed in
+// internal/fb; gen.sh reproduces it with the pinned flatc.
+//go:generate bash gen.sh
