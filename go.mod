@@ -6,6 +6,6 @@ require golang.org/x/sys v0.49.0
 
 require (
 	github.com/google/flatbuffers v25.12.19+incompatible
-	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/klauspost/compress v1.20.3
+	github.com/pierrec/lz4/v4 v4.1.33
 )

@@ -1,0 +1,108 @@
+package transport
+
+import (
+	"context"
+	"net"
+	"net/rpc"
+	"testing"
+	"time"
+
+	"github.com/ringwire/ringwire/negotiate"
+)
+
+// realPair connects a Listener and a dialler of the given kind in this
+// process (real sockets, real shared memory) and returns both Conns.
+func realPair(t *testing.T, kind Kind) (Conn, Conn) {
+	t.Helper()
+	l, spec := listenCombo(t, combo{kind: kind}, &Config{Logger: quietLogger})
+	cfg := &Config{Name: "dialler", Logger: quietLogger, Compressions: []negotiate.Compression{}}
+	switch kind {
+	case KindShm:
+		cfg.Mode = ModeShm
+	case KindUnix:
+		cfg.Mode = ModeFramed
+	case KindTCP:
+		tc, err := ClientConfigFromBundle(spec.TLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.TLS = tc
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type res struct {
+		c   Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := Dial(ctx, spec.Network, spec.Addr, cfg)
+		ch <- res{c, err}
+	}()
+	server := accept(t, l, 10*time.Second)
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.c.Close() })
+	if server.Info().Kind != kind || r.c.Info().Kind != kind {
+		t.Fatalf("negotiated %v/%v, want %v", server.Info().Kind, r.c.Info().Kind, kind)
+	}
+	return r.c, server
+}
+
+// TestNetConnConformanceReal runs the net.Conn conformance suite over the
+// real transports.
+func TestNetConnConformanceReal(t *testing.T) {
+	for _, kind := range []Kind{KindShm, KindUnix, KindTCP} {
+		t.Run("kind="+kind.String(), func(t *testing.T) {
+			var skip map[string]string
+			if kind == KindTCP {
+				skip = map[string]string{"FutureTimeout": "crypto/tls cannot write after a write timeout (tls.Conn.SetWriteDeadline), so the framed Conn over TLS closes instead"}
+			}
+			testNetConnConformance(t, func(t *testing.T) (Conn, Conn) { return realPair(t, kind) }, skip)
+		})
+	}
+}
+
+// Arith is a net/rpc service for TestNetRPCOverShm.
+type Arith struct{}
+
+// Args are Arith's arguments.
+type Args struct{ A, B int }
+
+// Mul multiplies.
+func (Arith) Mul(a Args, r *int) error { *r = a.A * a.B; return nil }
+
+// TestNetRPCOverShm runs net/rpc, unchanged, over shared memory.
+func TestNetRPCOverShm(t *testing.T) {
+	a, b := realPair(t, KindShm)
+	srv := rpc.NewServer()
+	if err := srv.Register(Arith{}); err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeConn(NetConn(b))
+	client := rpc.NewClient(NetConn(a))
+	defer client.Close()
+	errs := make(chan error, 16)
+	for i := range 16 {
+		go func() {
+			var r int
+			err := client.Call("Arith.Mul", Args{i, 7}, &r)
+			if err == nil && r != i*7 {
+				err = net.UnknownNetworkError("wrong product")
+			}
+			errs <- err
+		}()
+	}
+	for range 16 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("net/rpc call did not return")
+		}
+	}
+}

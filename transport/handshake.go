@@ -1,0 +1,436 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/ringwire/ringwire/internal/duplex"
+	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/ring"
+)
+
+// maxRingSize bounds the rings a dialler agrees to map.
+const maxRingSize = 256 << 20
+
+// Client runs the dialler's side of the handshake on nc and returns the
+// negotiated Conn. nc belongs to the Conn from then on (and is closed if the
+// handshake fails). A *net.UnixConn may switch to shared memory; a TCP
+// connection must be a *tls.Conn unless cfg.InsecurePlaintextTCP is set.
+// Refusals return errors matching negotiate.ErrVersion,
+// negotiate.ErrContractMismatch, negotiate.ErrUnauthorized or
+// negotiate.ErrRefused; a silent or slow peer, ErrTimeout.
+func Client(ctx context.Context, nc net.Conn, cfg *Config) (Conn, error) {
+	h, err := begin(ctx, nc, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.client()
+	return h.finish(c, err)
+}
+
+// Server runs the accepting side of the handshake on nc: it authenticates the
+// peer, chooses the transport and, for shared memory, creates the rings. It
+// returns errors like Client's, after telling the peer why it was refused.
+func Server(ctx context.Context, nc net.Conn, cfg *Config) (Conn, error) {
+	h, err := begin(ctx, nc, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.server()
+	return h.finish(c, err)
+}
+
+// handshake is one side's state while negotiating.
+type handshake struct {
+	ctx  context.Context
+	nc   net.Conn
+	uc   *net.UnixConn // nc itself when it is a Unix socket (shm possible)
+	cfg  *Config
+	kind Kind
+	tls  *tls.Conn
+	uid  int
+	pid  int
+	stop func() bool // detaches the context from nc's deadline
+}
+
+func begin(ctx context.Context, nc net.Conn, cfg *Config) (*handshake, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	if err := cfg.check(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	h := &handshake{ctx: ctx, nc: nc, cfg: cfg, uid: -1, pid: -1}
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		h.tls = tc
+		raw = tc.NetConn()
+	}
+	switch r := raw.(type) {
+	case *net.UnixConn:
+		h.kind = KindUnix
+		if h.tls == nil {
+			h.uc = r
+		}
+	case *net.TCPConn:
+		h.kind = KindTCP
+	default:
+		h.kind = KindStream
+	}
+	if h.kind == KindTCP && h.tls == nil && !cfg.InsecurePlaintextTCP {
+		nc.Close()
+		return nil, fmt.Errorf("%w: TCP needs TLS (Config.TLS) or the explicit InsecurePlaintextTCP", ErrConfig)
+	}
+	deadline := time.Now().Add(cfg.handshakeTimeout())
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := nc.SetDeadline(deadline); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("transport: handshake: %w", err)
+	}
+	h.stop = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	return h, nil
+}
+
+// finish logs the outcome and, on failure, closes the socket.
+func (h *handshake) finish(c Conn, err error) (Conn, error) {
+	log := h.cfg.logger()
+	if err != nil {
+		h.stop()
+		h.nc.Close()
+		if cerr := h.ctx.Err(); cerr != nil && errors.Is(err, ErrTimeout) {
+			err = fmt.Errorf("%w (%w)", err, cerr)
+		}
+		log.Warn("ringwire: handshake failed", "remote", addrString(h.nc.RemoteAddr()), "err", err)
+		return nil, err
+	}
+	in := c.Info()
+	log.Info("ringwire: connected", "transport", in.Kind.String(), "compression", in.Compression,
+		"tls", in.TLS, "peer", in.Peer.Name, "peer_version", in.Peer.Version, "protocol", in.Version)
+	return c, nil
+}
+
+// live ends the handshake phase: no deadline, no context.
+func (h *handshake) live() error {
+	h.stop()
+	return h.nc.SetDeadline(time.Time{})
+}
+
+// authenticate checks the transport-level identity of the peer: the TLS
+// handshake (certificates) or the Unix peer's uid.
+func (h *handshake) authenticate(server bool) error {
+	if h.tls != nil {
+		if err := h.tls.HandshakeContext(h.ctx); err != nil {
+			err = h.netErr("TLS handshake", err)
+			if !errors.Is(err, ErrTimeout) && !errors.Is(err, negotiate.ErrUnauthorized) {
+				// Certificates missing, expired, from another authority...
+				err = fmt.Errorf("%w: %w", negotiate.ErrUnauthorized, err)
+			}
+			return err
+		}
+		if server && len(h.tls.ConnectionState().PeerCertificates) == 0 {
+			return fmt.Errorf("%w: mutual TLS: the client presented no certificate", negotiate.ErrUnauthorized)
+		}
+		return nil
+	}
+	if h.kind != KindUnix {
+		return nil
+	}
+	uid, pid, err := peerCred(h.uc)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return nil // this OS does not say; the token still applies
+	}
+	if err != nil {
+		return fmt.Errorf("transport: handshake: peer credentials: %w", err)
+	}
+	h.uid, h.pid = uid, pid
+	if uid != os.Getuid() && !slices.Contains(h.cfg.AllowUIDs, uid) {
+		return fmt.Errorf("%w: peer uid %d is neither ours (%d) nor allowed", negotiate.ErrUnauthorized, uid, os.Getuid())
+	}
+	return nil
+}
+
+// netErr classifies an error of the socket during the handshake.
+func (h *handshake) netErr(what string, err error) error {
+	var ne net.Error
+	var cv *tls.CertificateVerificationError
+	var op *net.OpError
+	switch {
+	case errors.Is(err, negotiate.ErrMalformed):
+		return err
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: handshake: %s: %w", ErrTimeout, what, err)
+	case errors.As(err, &cv):
+		return fmt.Errorf("%w: %s: %w", negotiate.ErrUnauthorized, what, err)
+	case h.tls != nil && errors.As(err, &op) && op.Op == "remote error":
+		// A TLS alert from the peer: it rejected our certificate (or lack of one).
+		return fmt.Errorf("%w: %s: %w", negotiate.ErrUnauthorized, what, err)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: %s: the peer hung up: %w", ErrPeerGone, what, err)
+	}
+	return fmt.Errorf("transport: handshake: %s: %w", what, err)
+}
+
+func (h *handshake) write(m negotiate.Message) error {
+	if err := negotiate.WriteMessage(h.nc, m); err != nil {
+		return h.netErr("write", err)
+	}
+	return nil
+}
+
+func (h *handshake) read() (negotiate.Message, error) {
+	m, err := negotiate.ReadMessage(h.nc)
+	if err != nil {
+		return nil, h.netErr("read", err)
+	}
+	return m, nil
+}
+
+// refuse tells the peer why (best effort) and returns err.
+func (h *handshake) refuse(reason negotiate.Reason, err error) error {
+	_ = negotiate.WriteMessage(h.nc, &negotiate.Refuse{Reason: reason, Message: err.Error()})
+	return err
+}
+
+// readAck waits for the dialler's Ack (or its refusal of our Accept).
+func (h *handshake) readAck() error {
+	m, err := h.read()
+	if err != nil {
+		return err
+	}
+	switch m := m.(type) {
+	case *negotiate.Ack:
+		return nil
+	case *negotiate.Refuse:
+		return m.Err()
+	}
+	return fmt.Errorf("%w: %T where an ack was expected", negotiate.ErrMalformed, m)
+}
+
+func (h *handshake) shmPossible() bool {
+	return shmSupported && h.uc != nil && h.cfg.Mode != ModeFramed
+}
+
+func (h *handshake) ringOptions(maxMessage uint64) ring.Options {
+	o := h.cfg.Ring
+	o.MaxMessage = int(maxMessage)
+	return o
+}
+
+func (h *handshake) info(version uint16, maxMessage uint64, name, ver string, contract []byte, constants map[string]string) Info {
+	return Info{
+		Kind:       h.kind,
+		TLS:        h.tls != nil,
+		Version:    version,
+		MaxMessage: int(maxMessage),
+		Peer: Peer{
+			Name: name, Version: ver, Contract: contract, Constants: constants,
+			UID: h.uid, PID: h.pid,
+		},
+	}
+}
+
+func (h *handshake) server() (Conn, error) {
+	if err := h.authenticate(true); err != nil {
+		if errors.Is(err, negotiate.ErrUnauthorized) && h.tls == nil {
+			return nil, h.refuse(negotiate.ReasonUnauthorized, err)
+		}
+		return nil, err
+	}
+	m, err := h.read()
+	if err != nil {
+		if errors.Is(err, negotiate.ErrMalformed) {
+			return nil, h.refuse(negotiate.ReasonMalformed, err)
+		}
+		return nil, err
+	}
+	hello, ok := m.(*negotiate.Hello)
+	if !ok {
+		return nil, h.refuse(negotiate.ReasonMalformed, fmt.Errorf("%w: %T where a hello was expected", negotiate.ErrMalformed, m))
+	}
+	cfg := h.cfg
+	p := negotiate.Policy{
+		Shm:          h.shmPossible(),
+		Compressions: cfg.compressions(h.kind),
+		MaxMessage:   cfg.maxMessage(),
+		RingSize:     uint32(cfg.ringSize()),
+		Contract:     cfg.Contract,
+		Token:        cfg.Token,
+		Name:         cfg.Name,
+		Version:      cfg.Version,
+		Constants:    cfg.Constants,
+	}
+	acc, ref := negotiate.Select(&p, hello)
+	if ref != nil {
+		_ = h.write(ref)
+		return nil, ref.Err()
+	}
+	if cfg.Mode == ModeShm && acc.Transport != negotiate.TransportShm {
+		return nil, h.refuse(negotiate.ReasonUnavailable, errNoShm("the peer", h))
+	}
+	if err := h.write(acc); err != nil {
+		return nil, err
+	}
+	info := h.info(acc.Version, acc.MaxMessage, hello.Name, hello.Version, hello.Contract, hello.Constants)
+	if acc.Transport == negotiate.TransportShm {
+		end, err := duplex.Offer(h.uc, duplex.Config{
+			Capacity: int(acc.RingSize),
+			Options:  h.ringOptions(acc.MaxMessage),
+			Confirm: func() error {
+				if err := h.readAck(); err != nil {
+					return err
+				}
+				return h.live()
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		return newShmConn(end, info), nil
+	}
+	if err := h.readAck(); err != nil {
+		return nil, err
+	}
+	if err := h.live(); err != nil {
+		return nil, err
+	}
+	return h.framed(acc.Compression, info), nil
+}
+
+func (h *handshake) client() (Conn, error) {
+	if err := h.authenticate(false); err != nil {
+		return nil, err
+	}
+	cfg := h.cfg
+	hello := &negotiate.Hello{
+		MinVersion:   negotiate.MinVersion,
+		MaxVersion:   negotiate.MaxVersion,
+		Shm:          h.shmPossible(),
+		Compressions: cfg.compressions(h.kind),
+		MaxMessage:   cfg.maxMessage(),
+		Contract:     cfg.Contract,
+		Token:        cfg.Token,
+		Name:         cfg.Name,
+		Version:      cfg.Version,
+		Constants:    cfg.Constants,
+	}
+	if cfg.Mode == ModeShm && !hello.Shm {
+		return nil, errNoShm("this side", h)
+	}
+	if err := h.write(hello); err != nil {
+		return nil, err
+	}
+	m, err := h.read()
+	if err != nil {
+		return nil, err
+	}
+	var acc *negotiate.Accept
+	switch m := m.(type) {
+	case *negotiate.Refuse:
+		return nil, m.Err()
+	case *negotiate.Accept:
+		acc = m
+	default:
+		return nil, fmt.Errorf("%w: %T where an accept or refusal was expected", negotiate.ErrMalformed, m)
+	}
+	if err := negotiate.Check(hello, acc); err != nil {
+		return nil, h.refuse(reasonOf(err), err)
+	}
+	if cfg.Mode == ModeShm && acc.Transport != negotiate.TransportShm {
+		return nil, h.refuse(negotiate.ReasonUnavailable, errNoShm("the peer", h))
+	}
+	info := h.info(acc.Version, acc.MaxMessage, acc.Name, acc.AppVersion, acc.Contract, acc.Constants)
+	if acc.Transport == negotiate.TransportShm {
+		end, err := duplex.Accept(h.uc, duplex.Config{
+			MaxCapacity: maxRingSize,
+			Options:     h.ringOptions(acc.MaxMessage),
+			Confirm: func() error {
+				if err := h.write(&negotiate.Ack{}); err != nil {
+					return err
+				}
+				return h.live()
+			},
+		})
+		if err != nil {
+			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrPeerGone) {
+				return nil, err
+			}
+			return nil, h.refuse(negotiate.ReasonUnavailable, fmt.Errorf("transport: mapping the offered rings: %w", err))
+		}
+		if end.Rx.Capacity() != int(acc.RingSize) {
+			end.Close()
+			return nil, fmt.Errorf("%w: rings of %d bytes where the accept said %d", ErrCorrupt, end.Rx.Capacity(), acc.RingSize)
+		}
+		return newShmConn(end, info), nil
+	}
+	if err := h.write(&negotiate.Ack{}); err != nil {
+		return nil, err
+	}
+	if err := h.live(); err != nil {
+		return nil, err
+	}
+	return h.framed(acc.Compression, info), nil
+}
+
+func errNoShm(who string, h *handshake) error {
+	why := "not a Unix socket"
+	switch {
+	case !shmSupported:
+		why = "no shared memory on this OS"
+	case h.cfg.Mode == ModeFramed:
+		why = "disabled"
+	}
+	if who != "this side" {
+		why = "refused"
+	}
+	return fmt.Errorf("%w: shared memory required (ModeShm) but %s cannot use it (%s)", errors.ErrUnsupported, who, why)
+}
+
+// reasonOf maps a Check error to the refusal reason sent back.
+func reasonOf(err error) negotiate.Reason {
+	switch {
+	case errors.Is(err, negotiate.ErrVersion):
+		return negotiate.ReasonVersion
+	case errors.Is(err, negotiate.ErrContractMismatch):
+		return negotiate.ReasonContract
+	case errors.Is(err, negotiate.ErrUnauthorized):
+		return negotiate.ReasonUnauthorized
+	case errors.Is(err, negotiate.ErrMalformed):
+		return negotiate.ReasonMalformed
+	}
+	return negotiate.ReasonOther
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// framed starts the framed transport on the handshake's socket.
+func (h *handshake) framed(z negotiate.Compression, info Info) Conn {
+	comp := framedCompNone
+	switch z {
+	case negotiate.CompressionLZ4:
+		comp = framedCompLZ4
+	case negotiate.CompressionZstd:
+		comp = framedCompZstd
+	}
+	return newFramed(h.nc, framedOptions{
+		Kind:        h.kind,
+		Compression: comp,
+		Threshold:   h.cfg.CompressThreshold,
+		MaxMessage:  info.MaxMessage,
+		Info:        info,
+	})
+}

@@ -1,0 +1,321 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringwire/ringwire/negotiate"
+)
+
+// logCapture is a slog.Handler that keeps the errors of failed handshakes.
+type logCapture struct {
+	mu   sync.Mutex
+	errs []error
+	ch   chan error
+}
+
+func newLogCapture() *logCapture { return &logCapture{ch: make(chan error, 16)} }
+
+func (h *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logCapture) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logCapture) WithGroup(string) slog.Handler            { return h }
+func (h *logCapture) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "err" {
+			select {
+			case h.ch <- err:
+			default:
+			}
+		}
+		return true
+	})
+	return nil
+}
+
+// next waits at most d for the next logged handshake error.
+func (h *logCapture) next(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-h.ch:
+		return err
+	case <-time.After(d):
+		t.Fatalf("no handshake failure logged within %v", d)
+	}
+	return nil
+}
+
+// expectNothingServed checks that the listener hands out no connection.
+func expectNothingServed(t *testing.T, l *Listener) {
+	t.Helper()
+	got := make(chan Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			got <- c
+		}
+	}()
+	select {
+	case c := <-got:
+		c.Close()
+		t.Fatal("a refused peer was served")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestXprocFallback(t *testing.T) {
+	cases := []struct {
+		name               string
+		parent, child      Mode
+		tcp                bool
+		want               string
+		parentErr, nothing bool
+	}{
+		{name: "both-auto-shm", want: "ok shm"},
+		{name: "child-framed", child: ModeFramed, want: "ok unix"},
+		{name: "parent-framed", parent: ModeFramed, want: "ok unix"},
+		{name: "forced-shm", parent: ModeShm, child: ModeShm, want: "ok shm"},
+		{name: "remote-tcp-mtls", tcp: true, want: "ok tcp"},
+		{name: "parent-shm-child-framed", parent: ModeShm, child: ModeFramed, want: "err refused", parentErr: true},
+		{name: "parent-framed-child-shm", parent: ModeFramed, child: ModeShm, want: "err unsupported", parentErr: true},
+	}
+	modeName := map[Mode]string{ModeAuto: "", ModeShm: "shm", ModeFramed: "framed"}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := newLogCapture()
+			cfg := &Config{Mode: tc.parent, Logger: slog.New(logs)}
+			k := KindUnix
+			if tc.tcp {
+				k = KindTCP
+			}
+			l, spec := listenCombo(t, combo{kind: k}, cfg)
+			cfg.Mode = tc.parent // listenCombo sets the mode of its combo
+			spec.Mode, spec.Comp = modeName[tc.child], ""
+			if !tc.tcp {
+				// listenCombo fixed the modes for its combo; the test's win.
+				l.Close()
+				var err error
+				l, err = Listen("unix", unixAddr(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { l.Close() })
+				spec.Addr = l.Addr().String()
+			}
+			got := make(chan Conn, 1)
+			go func() {
+				if c, err := l.Accept(); err == nil {
+					got <- c
+				}
+			}()
+			line := dialReport(t, spec)
+			if !strings.HasPrefix(line, tc.want) {
+				t.Fatalf("child: %q, want %q", line, tc.want)
+			}
+			if tc.parentErr {
+				if err := logs.next(t, 5*time.Second); err == nil {
+					t.Fatal("no error on the listener's side")
+				}
+				return
+			}
+			select {
+			case c := <-got:
+				if c.Info().Kind.String() != strings.TrimPrefix(tc.want, "ok ") {
+					t.Fatalf("parent negotiated %v, child %q", c.Info().Kind, line)
+				}
+				c.Close()
+			case <-time.After(5 * time.Second):
+				t.Fatal("the parent accepted nothing")
+			}
+		})
+	}
+}
+
+func TestXprocRefusals(t *testing.T) {
+	t.Run("wrong-token", func(t *testing.T) {
+		logs := newLogCapture()
+		l, spec := listenCombo(t, combo{kind: KindShm}, &Config{Token: []byte("s3cret"), Logger: slog.New(logs)})
+		spec.Token = "guess"
+		if line := dialReport(t, spec); !strings.HasPrefix(line, "err unauthorized") || strings.Contains(line, "s3cret") {
+			t.Fatalf("child: %q", line)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("right-token", func(t *testing.T) {
+		l, spec := listenCombo(t, combo{kind: KindShm}, &Config{Token: []byte("s3cret")})
+		spec.Token = "s3cret"
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		if line := dialReport(t, spec); line != "ok shm" {
+			t.Fatalf("child: %q", line)
+		}
+	})
+	t.Run("uid-not-allowed", func(t *testing.T) {
+		if os.Getuid() != 0 {
+			t.Skip("needs root to run the child under another uid")
+		}
+		logs := newLogCapture()
+		l, spec := listenCombo(t, combo{kind: KindUnix}, &Config{Logger: slog.New(logs)})
+		spec.UID = "65534"
+		if line := dialReport(t, spec); !strings.HasPrefix(line, "err unauthorized") {
+			t.Fatalf("child: %q", line)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) || !strings.Contains(err.Error(), "65534") {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("client-checks-listener-uid", func(t *testing.T) {
+		if os.Getuid() != 0 {
+			t.Skip("needs root to run the child under another uid")
+		}
+		l, spec := listenCombo(t, combo{kind: KindUnix}, &Config{AllowUIDs: []int{65534}})
+		spec.UID = "65534"
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		// The child's own check refuses a root listener unless allowed, so
+		// the child must allow uid 0: it does not; expect its refusal.
+		line := dialReport(t, spec)
+		if !strings.HasPrefix(line, "err unauthorized") || !strings.Contains(line, "uid 0") {
+			t.Fatalf("child: %q", line)
+		}
+	})
+	t.Run("contract-mismatch", func(t *testing.T) {
+		logs := newLogCapture()
+		l, spec := listenCombo(t, combo{kind: KindShm}, &Config{Contract: []byte{0xaa, 0xbb}, Logger: slog.New(logs)})
+		spec.Contract = "\x01\x02"
+		line := dialReport(t, spec)
+		if !strings.HasPrefix(line, "err contract") || !strings.Contains(line, "aabb") || !strings.Contains(line, "0102") {
+			t.Fatalf("child: %q", line)
+		}
+		err := logs.next(t, 5*time.Second)
+		if !errors.Is(err, negotiate.ErrContractMismatch) || !strings.Contains(err.Error(), "aabb") || !strings.Contains(err.Error(), "0102") {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+}
+
+// rawDial connects to l without a handshake.
+func rawDial(t *testing.T, l *Listener) net.Conn {
+	t.Helper()
+	nc, err := net.DialTimeout(l.Addr().Network(), l.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return nc
+}
+
+func TestRefusalsOnTheWire(t *testing.T) {
+	t.Run("version-disjoint", func(t *testing.T) {
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindUnix}, &Config{Logger: slog.New(logs)})
+		nc := rawDial(t, l)
+		if err := negotiate.WriteMessage(nc, &negotiate.Hello{MinVersion: 90, MaxVersion: 99}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := negotiate.ReadMessage(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, ok := m.(*negotiate.Refuse)
+		if !ok || !errors.Is(ref.Err(), negotiate.ErrVersion) {
+			t.Fatalf("got %#v, want a version refusal", m)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrVersion) {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("garbage", func(t *testing.T) {
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindUnix}, &Config{Logger: slog.New(logs)})
+		nc := rawDial(t, l)
+		if _, err := nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrMalformed) {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("silent-peer", func(t *testing.T) {
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindUnix}, &Config{HandshakeTimeout: 200 * time.Millisecond, Logger: slog.New(logs)})
+		nc := rawDial(t, l)
+		start := time.Now()
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("listener: %v", err)
+		}
+		// The listener hung up on us.
+		if _, err := nc.Read(make([]byte, 1)); err == nil {
+			t.Fatal("the silent peer's connection is still open")
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("refused after %v, the timeout is 200ms", d)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("tcp-without-client-certificate", func(t *testing.T) {
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindTCP}, &Config{Logger: slog.New(logs)})
+		tc := &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc})
+		if !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("dial: %v", err)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("tcp-certificate-from-another-ca", func(t *testing.T) {
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindTCP}, &Config{Logger: slog.New(logs)})
+		other, err := NewCA("another CA")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := other.Issue("intruder")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc}); !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("dial: %v", err)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("tcp-plaintext-refused-by-config", func(t *testing.T) {
+		if _, err := Listen("tcp", "127.0.0.1:0", &Config{}); !errors.Is(err, ErrConfig) {
+			t.Fatalf("listen: %v", err)
+		}
+		if _, err := Dial(context.Background(), "tcp", "127.0.0.1:1", &Config{}); !errors.Is(err, ErrConfig) {
+			t.Fatalf("dial: %v", err)
+		}
+	})
+}

@@ -1,0 +1,161 @@
+package transport
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringwire/ringwire/internal/duplex"
+)
+
+// shmConn is a Conn over two shared-memory rings (internal/duplex). Senders
+// serialise on sendMu (the ring has one producer); the reader holds recvMu
+// while it waits. Close wakes both with ErrClosed, then takes both locks, so
+// no goroutine is inside a ring when the memory is unmapped.
+type shmConn struct {
+	end  *duplex.End
+	info Info
+	max  int
+
+	sendMu sync.Mutex
+	_      [64]byte // keep the reader's lock off the senders' cache line
+	recvMu sync.Mutex
+	held   bool // a message from Recv awaits Release (under recvMu)
+
+	closed   atomic.Bool
+	unmapped bool // under recvMu
+	closeErr error
+}
+
+func newShmConn(end *duplex.End, info Info) *shmConn {
+	info.Kind = KindShm
+	info.Compression = "none"
+	info.RingSize = end.Tx.Capacity()
+	return &shmConn{end: end, info: info, max: info.MaxMessage}
+}
+
+func (c *shmConn) Send(typ uint16, data []byte) error {
+	if len(data) > c.max {
+		return fmt.Errorf("%w: %d-byte message, the limit is %d", ErrTooLarge, len(data), c.max)
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	return convertRingErr(c.end.Tx.Write(typ, data))
+}
+
+// SendBatch stages every message and publishes them with one position store
+// and at most one wake. If it fails part-way, the messages before the failing
+// one have been sent.
+func (c *shmConn) SendBatch(msgs []Message) error {
+	for _, m := range msgs {
+		if len(m.Data) > c.max {
+			return fmt.Errorf("%w: %d-byte message, the limit is %d", ErrTooLarge, len(m.Data), c.max)
+		}
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	tx := c.end.Tx
+	for _, m := range msgs {
+		if err := tx.Stage(m.Type, m.Data); err != nil {
+			tx.Flush()
+			return convertRingErr(err)
+		}
+	}
+	tx.Flush()
+	return nil
+}
+
+func (c *shmConn) Recv() (Message, error) {
+	c.recvMu.Lock()
+	defer c.recvMu.Unlock()
+	if c.closed.Load() {
+		return Message{}, ErrClosed
+	}
+	rx := c.end.Rx
+	if c.held {
+		c.held = false
+		_ = rx.Release()
+	}
+	r, err := rx.Peek()
+	if err != nil {
+		return Message{}, convertRingErr(err)
+	}
+	c.held = true
+	return Message{Type: r.Type, Data: r.Data}, nil
+}
+
+func (c *shmConn) Release() {
+	c.recvMu.Lock()
+	defer c.recvMu.Unlock()
+	if !c.held {
+		return
+	}
+	c.held = false
+	if c.unmapped {
+		return
+	}
+	if c.closed.Load() {
+		// Close left the memory mapped for this message.
+		c.unmapped = true
+		c.closeErr = c.end.Close()
+		return
+	}
+	_ = c.end.Rx.Release()
+}
+
+func (c *shmConn) SetReadDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.end.Rx.SetDeadline(t)
+	return nil
+}
+
+func (c *shmConn) SetWriteDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.end.Tx.SetDeadline(t)
+	return nil
+}
+
+// Close wakes every waiter with ErrClosed and unmaps the rings once no
+// goroutine uses them — or, when a received message is still held, at its
+// Release.
+func (c *shmConn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.end.Shutdown()
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.recvMu.Lock()
+	defer c.recvMu.Unlock()
+	if c.held {
+		return nil
+	}
+	c.unmapped = true
+	c.closeErr = c.end.Close()
+	return c.closeErr
+}
+
+func (c *shmConn) Info() Info { return c.info }
+
+func (c *shmConn) Stats() Stats {
+	tx, rx := c.end.Tx.Stats(), c.end.Rx.Stats()
+	return Stats{
+		MessagesSent: tx.Messages,
+		MessagesRecv: rx.Messages,
+		BytesSent:    tx.Bytes,
+		BytesRecv:    rx.Bytes,
+		Wakes:        tx.WakesSent + rx.WakesSent,
+		Parks:        tx.Parks + rx.Parks,
+	}
+}
