@@ -164,5 +164,11 @@ func (c *Config) check() error {
 			return fmt.Errorf("%w: unknown compression %d", ErrConfig, z)
 		}
 	}
+	// What this side would declare in a handshake must fit its bounds.
+	p := negotiate.Policy{Compressions: c.Compressions, MaxMessage: c.maxMessage(), RingSize: uint32(c.ringSize()),
+		Contract: c.Contract, Token: c.Token, Name: c.Name, Version: c.Version, Constants: c.Constants}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	return nil
 }
