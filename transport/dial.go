@@ -71,7 +71,7 @@ type Listener struct {
 
 // Listen announces on a "unix" or "tcp" address. TCP requires cfg.TLS with
 // client certificates required and verified (mutual TLS), unless
-// cfg.InsecurePlaintextTCP is set.
+// cfg.InsecurePlaintextTCP is set. The Listener keeps a copy of cfg.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -116,7 +116,8 @@ func NewListener(nl net.Listener, cfg *Config) (*Listener, error) {
 
 func serve(nl net.Listener, cfg *Config) *Listener {
 	ctx, stop := context.WithCancel(context.Background())
-	l := &Listener{nl: nl, cfg: cfg, ctx: ctx, stop: stop, out: make(chan Conn), done: make(chan struct{})}
+	own := *cfg // later changes to the caller's Config do not reach running handshakes
+	l := &Listener{nl: nl, cfg: &own, ctx: ctx, stop: stop, out: make(chan Conn), done: make(chan struct{})}
 	l.wg.Add(1)
 	go l.loop()
 	return l

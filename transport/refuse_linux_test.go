@@ -95,7 +95,7 @@ func TestXprocFallback(t *testing.T) {
 				k = KindTCP
 			}
 			l, spec := listenCombo(t, combo{kind: k}, cfg)
-			cfg.Mode = tc.parent // listenCombo sets the mode of its combo
+			cfg.Mode = tc.parent // listenCombo set its combo's mode (the Listener keeps a copy)
 			spec.Mode, spec.Comp = modeName[tc.child], ""
 			if !tc.tcp {
 				// listenCombo fixed the modes for its combo; the test's win.
