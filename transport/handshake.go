@@ -121,7 +121,11 @@ func (h *handshake) finish(c Conn, err error) (Conn, error) {
 
 // live ends the handshake phase: no deadline, no context.
 func (h *handshake) live() error {
-	h.stop()
+	if !h.stop() {
+		// The context ended and its deadline-in-the-past is being (or has
+		// been) set on nc: the handshake lost the race.
+		return fmt.Errorf("%w: handshake: %w", ErrTimeout, context.Cause(h.ctx))
+	}
 	return h.nc.SetDeadline(time.Time{})
 }
 
@@ -361,8 +365,11 @@ func (h *handshake) client() (Conn, error) {
 			},
 		})
 		if err != nil {
-			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrPeerGone) {
+			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrPeerGone) || errors.Is(err, negotiate.ErrUnauthorized) {
 				return nil, err
+			}
+			if frameIsTimeout(err) || frameIsPeerGone(err) {
+				return nil, h.netErr("receiving the rings", err)
 			}
 			return nil, h.refuse(negotiate.ReasonUnavailable, fmt.Errorf("transport: mapping the offered rings: %w", err))
 		}

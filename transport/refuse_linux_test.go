@@ -319,3 +319,30 @@ func TestRefusalsOnTheWire(t *testing.T) {
 		}
 	})
 }
+
+// TestDialCancelled: cancelling the context ends a handshake with a silent
+// listener promptly, with an error naming both the timeout and the cause.
+func TestDialCancelled(t *testing.T) {
+	nl, err := net.Listen("unix", unixAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	go func() {
+		if c, err := nl.Accept(); err == nil {
+			defer c.Close()
+			_, _ = c.Read(make([]byte, 1<<16)) // takes the hello, answers nothing
+			time.Sleep(5 * time.Second)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = Dial(ctx, "unix", nl.Addr().String(), &Config{Logger: quietLogger})
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("dial: %v, want ErrTimeout and context.Canceled", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("dial returned after %v", d)
+	}
+}
