@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/rpc"
 	"testing"
@@ -113,5 +114,64 @@ func TestNetRPCOverShm(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("net/rpc call did not return")
 		}
+	}
+}
+
+// TestShmDeadlineWhileClosing sets deadlines from other goroutines while the
+// connection closes: the rings' memory must not go away under them.
+func TestShmDeadlineWhileClosing(t *testing.T) {
+	for range 20 {
+		a, _ := realPair(t, KindShm)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if a.SetReadDeadline(time.Now().Add(time.Hour)) != nil || a.SetWriteDeadline(time.Time{}) != nil {
+					return // closed
+				}
+			}
+		}()
+		time.Sleep(time.Millisecond)
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		<-done
+		if err := a.SetReadDeadline(time.Time{}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("SetReadDeadline after Close: %v", err)
+		}
+	}
+}
+
+// TestShmCloseWhileHeld: Close with a received message still held keeps its
+// memory until the next Recv (or Release), which then releases everything, so
+// the peer learns that we hung up.
+func TestShmCloseWhileHeld(t *testing.T) {
+	a, b := realPair(t, KindShm)
+	if err := a.Send(1, []byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Recv()
+	if err != nil || string(m.Data) != "held" {
+		t.Fatalf("Recv: %q, %v", m.Data, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "held" {
+		t.Fatal("the held message changed after Close")
+	}
+	if _, err := b.Recv(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Recv after Close: %v", err)
+	}
+	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := a.Recv(); !errors.Is(err, ErrPeerGone) {
+		t.Fatalf("the peer's Recv: %v, want ErrPeerGone", err)
 	}
 }

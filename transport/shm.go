@@ -23,8 +23,12 @@ type shmConn struct {
 	recvMu sync.Mutex
 	held   bool // a message from Recv awaits Release (under recvMu)
 
-	closed   atomic.Bool
-	unmapped bool // under recvMu
+	closed atomic.Bool
+	// memMu guards the unmapping against calls that touch the rings' memory
+	// without sendMu or recvMu (deadlines, which may be set while a Send or
+	// Recv blocks holding those): they hold it for reading.
+	memMu    sync.RWMutex
+	unmapped bool // under memMu (written with recvMu held too)
 	closeErr error
 }
 
@@ -76,6 +80,12 @@ func (c *shmConn) Recv() (Message, error) {
 	c.recvMu.Lock()
 	defer c.recvMu.Unlock()
 	if c.closed.Load() {
+		if c.held {
+			// Close left the memory mapped for the held message; this
+			// Recv releases it, as documented, so the unmapping happens.
+			c.held = false
+			c.unmap()
+		}
 		return Message{}, ErrClosed
 	}
 	rx := c.end.Rx
@@ -98,32 +108,44 @@ func (c *shmConn) Release() {
 		return
 	}
 	c.held = false
-	if c.unmapped {
-		return
-	}
 	if c.closed.Load() {
 		// Close left the memory mapped for this message.
-		c.unmapped = true
-		c.closeErr = c.end.Close()
+		c.unmap()
 		return
 	}
 	_ = c.end.Rx.Release()
 }
 
-func (c *shmConn) SetReadDeadline(t time.Time) error {
-	if c.closed.Load() {
+// unmap releases the rings and the control socket once. The caller holds
+// recvMu, and no sender is inside a ring (Close holds or held sendMu after
+// shutting the rings down).
+func (c *shmConn) unmap() {
+	c.memMu.Lock()
+	defer c.memMu.Unlock()
+	if c.unmapped {
+		return
+	}
+	c.unmapped = true
+	c.closeErr = c.end.Close()
+}
+
+// withMemory runs f while the rings are mapped, or returns ErrClosed.
+func (c *shmConn) withMemory(f func()) error {
+	c.memMu.RLock()
+	defer c.memMu.RUnlock()
+	if c.unmapped || c.closed.Load() {
 		return ErrClosed
 	}
-	c.end.Rx.SetDeadline(t)
+	f()
 	return nil
 }
 
+func (c *shmConn) SetReadDeadline(t time.Time) error {
+	return c.withMemory(func() { c.end.Rx.SetDeadline(t) })
+}
+
 func (c *shmConn) SetWriteDeadline(t time.Time) error {
-	if c.closed.Load() {
-		return ErrClosed
-	}
-	c.end.Tx.SetDeadline(t)
-	return nil
+	return c.withMemory(func() { c.end.Tx.SetDeadline(t) })
 }
 
 // Close wakes every waiter with ErrClosed and unmaps the rings once no
@@ -141,8 +163,7 @@ func (c *shmConn) Close() error {
 	if c.held {
 		return nil
 	}
-	c.unmapped = true
-	c.closeErr = c.end.Close()
+	c.unmap()
 	return c.closeErr
 }
 
