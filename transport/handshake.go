@@ -141,8 +141,10 @@ func (h *handshake) authenticate(server bool) error {
 			}
 			return err
 		}
-		if server && len(h.tls.ConnectionState().PeerCertificates) == 0 {
-			return fmt.Errorf("%w: mutual TLS: the client presented no certificate", negotiate.ErrUnauthorized)
+		if cs := h.tls.ConnectionState(); server && len(cs.VerifiedChains) == 0 {
+			// Also catches a tls.Config that asks for a certificate without
+			// verifying it (RequireAnyClientCert and the like).
+			return fmt.Errorf("%w: mutual TLS: the client presented no verified certificate (%d unverified)", negotiate.ErrUnauthorized, len(cs.PeerCertificates))
 		}
 		return nil
 	}
@@ -246,7 +248,9 @@ func (h *handshake) info(version uint16, maxMessage uint64, name, ver string, co
 func (h *handshake) server() (Conn, error) {
 	if err := h.authenticate(true); err != nil {
 		if errors.Is(err, negotiate.ErrUnauthorized) && h.tls == nil {
-			return nil, h.refuse(negotiate.ReasonUnauthorized, err)
+			// The details (uids) stay in our log; the peer learns only that
+			// it was refused.
+			_ = negotiate.WriteMessage(h.nc, &negotiate.Refuse{Reason: negotiate.ReasonUnauthorized, Message: "peer credentials not allowed"})
 		}
 		return nil, err
 	}
@@ -399,7 +403,7 @@ func errNoShm(who string, h *handshake) error {
 	if who != "this side" {
 		why = "refused"
 	}
-	return fmt.Errorf("%w: shared memory required (ModeShm) but %s cannot use it (%s)", errors.ErrUnsupported, who, why)
+	return fmt.Errorf("%w: %w: shared memory required (ModeShm) but %s cannot use it (%s)", negotiate.ErrRefused, errors.ErrUnsupported, who, why)
 }
 
 // reasonOf maps a Check error to the refusal reason sent back.

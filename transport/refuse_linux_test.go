@@ -83,7 +83,7 @@ func TestXprocFallback(t *testing.T) {
 		{name: "forced-shm", parent: ModeShm, child: ModeShm, want: "ok shm"},
 		{name: "remote-tcp-mtls", tcp: true, want: "ok tcp"},
 		{name: "parent-shm-child-framed", parent: ModeShm, child: ModeFramed, want: "err refused", parentErr: true},
-		{name: "parent-framed-child-shm", parent: ModeFramed, child: ModeShm, want: "err unsupported", parentErr: true},
+		{name: "parent-framed-child-shm", parent: ModeFramed, child: ModeShm, want: "err refused", parentErr: true},
 	}
 	modeName := map[Mode]string{ModeAuto: "", ModeShm: "shm", ModeFramed: "framed"}
 	for _, tc := range cases {
@@ -345,4 +345,40 @@ func TestDialCancelled(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("dial returned after %v", d)
 	}
+}
+
+// TestUnverifiedClientCertificate: a listener whose TLS config asks for a
+// client certificate without verifying it still refuses an unknown one.
+func TestUnverifiedClientCertificate(t *testing.T) {
+	sc, err := ca(t).ServerConfig("parent", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.ClientAuth = tls.RequireAnyClientCert
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := newLogCapture()
+	l, err := NewListener(tls.NewListener(nl, sc), &Config{Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	other, err := NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := other.Issue("intruder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc, Logger: quietLogger})
+	if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
+		t.Fatalf("listener: %v", err)
+	}
+	expectNothingServed(t, l)
 }
