@@ -324,7 +324,13 @@ func (c *framedConn) Close() error {
 	if !c.failure.CompareAndSwap(nil, &closedErr) {
 		return nil // already failed, and nc closed then
 	}
-	if err := c.nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	nc := c.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// crypto/tls would wait up to 5 s to send close_notify to a peer
+		// that may not read; the framing already tells a cut stream apart.
+		nc = tc.NetConn()
+	}
+	if err := nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("transport: framed close: %w", err)
 	}
 	return nil
@@ -971,6 +977,11 @@ func frameCompress(comp framedCompression, data []byte) *[]byte {
 func frameDecompress(flags uint16, src []byte, raw int) (*[]byte, error) {
 	switch flags {
 	case frameFlagLZ4:
+		// An LZ4 block expands at most about 255 times: a tiny block that
+		// declares a huge size is refused before raw bytes are allocated.
+		if raw > 255*len(src)+16 {
+			return nil, fmt.Errorf("%w: %d-byte lz4 block cannot decode to its %d declared bytes", ErrCorrupt, len(src), raw)
+		}
 		p := frameGet(raw)
 		n, err := lz4.UncompressBlock(src, (*p)[:raw])
 		if err != nil || n != raw {
@@ -1065,6 +1076,11 @@ func frameZstdCheck(src []byte, raw int) error {
 	}
 	if pos != len(src) {
 		return fmt.Errorf("%w: zstd frame is %d bytes, payload %d", ErrCorrupt, pos, len(src))
+	}
+	if bound < raw {
+		// Its blocks cannot produce the declared size: refuse before the
+		// caller allocates raw bytes for a frame of a few bytes.
+		return fmt.Errorf("%w: zstd frame can decode at most %d of its %d declared bytes", ErrCorrupt, bound, raw)
 	}
 	return nil
 }

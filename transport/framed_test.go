@@ -537,6 +537,9 @@ func TestFramedBadInput(t *testing.T) {
 		{"lz4-short", framedCompLZ4, framedRawFrame(1, frameFlagLZ4, framedCompressed(8192, lz4Valid)), ErrCorrupt, nil, 1 << 20},
 		{"zstd-bomb", framedCompZstd, framedRawFrame(1, frameFlagZstd, framedCompressed(1<<20, zstdBomb)), ErrCorrupt, nil, 1<<20 + 1<<19},
 		{"zstd-bomb-no-size", framedCompZstd, framedRawFrame(1, frameFlagZstd, framedCompressed(1<<20, framedZstdRLE(32, 128<<10))), ErrCorrupt, nil, 1<<20 + 1<<19},
+		// A few bytes that declare the maximum must not cost the maximum.
+		{"lz4-tiny-declares-max", framedCompLZ4, framedRawFrame(1, frameFlagLZ4, framedCompressed(maxMsg, lz4Valid[:16])), ErrCorrupt, nil, 1 << 20},
+		{"zstd-tiny-declares-max", framedCompZstd, framedRawFrame(1, frameFlagZstd, framedCompressed(maxMsg, framedZstdRLE(1, 1000))), ErrCorrupt, nil, 1 << 20},
 		{"zstd-short", framedCompZstd, framedRawFrame(1, frameFlagZstd, framedCompressed(8192, valid)), ErrCorrupt, nil, 1 << 20},
 		{"zstd-trailing", framedCompZstd, framedRawFrame(1, frameFlagZstd, framedCompressed(4096, append(valid[:len(valid):len(valid)], valid...))), ErrCorrupt, nil, 1 << 20},
 		{"lz4-garbage", framedCompLZ4, framedRawFrame(1, frameFlagLZ4, framedCompressed(4096, framedRandPool[:3000])), ErrCorrupt, nil, 1 << 20},
