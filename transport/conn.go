@@ -82,7 +82,8 @@ type Conn interface {
 	SendBatch(msgs []Message) error
 	// Recv returns the next message. Its Data is a view into the
 	// connection's memory, valid until Release (or the next Recv, which
-	// releases it).
+	// releases it). On shared memory the peer can still write that memory:
+	// copy what you validate before acting on it.
 	Recv() (Message, error)
 	// Release hands the last received message's memory back.
 	Release()

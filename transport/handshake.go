@@ -359,6 +359,7 @@ func (h *handshake) client() (Conn, error) {
 	info := h.info(acc.Version, acc.MaxMessage, acc.Name, acc.AppVersion, acc.Contract, acc.Constants)
 	if acc.Transport == negotiate.TransportShm {
 		end, err := duplex.Accept(h.uc, duplex.Config{
+			Capacity:    int(acc.RingSize), // checked before the Ack
 			MaxCapacity: maxRingSize,
 			Options:     h.ringOptions(acc.MaxMessage),
 			Confirm: func() error {

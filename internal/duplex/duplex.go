@@ -14,7 +14,8 @@ import (
 
 // Config describes the rings an Offer creates.
 type Config struct {
-	// Capacity is each ring's data size, a power of two (default 4 MiB).
+	// Capacity is each ring's data size, a power of two (Offer: default
+	// 4 MiB; Accept: the size expected, 0 for any up to MaxCapacity).
 	Capacity int
 	// MaxRecord is the largest record payload (0: ring.DefaultMaxRecord).
 	MaxRecord int
@@ -119,6 +120,9 @@ func Accept(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	case n != offerSize || le.Uint32(msg[0:]) != offerMagic:
 		_, _ = closeFd(fds[0]), closeFd(fds[1])
 		return nil, fmt.Errorf("%w: %d-byte message", ErrProtocol, n)
+	case cfg.Capacity != 0 && capacity != cfg.Capacity:
+		_, _ = closeFd(fds[0]), closeFd(fds[1])
+		return nil, fmt.Errorf("%w: rings of %d bytes, %d expected", ErrProtocol, capacity, cfg.Capacity)
 	case capacity < ring.MinCapacity || capacity > cfg.MaxCapacity:
 		_, _ = closeFd(fds[0]), closeFd(fds[1])
 		return nil, fmt.Errorf("%w: capacity %d outside [%d, %d]", ErrProtocol, capacity, ring.MinCapacity, cfg.MaxCapacity)
