@@ -291,15 +291,7 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	t.Run("tcp-certificate-from-another-ca", func(t *testing.T) {
 		logs := newLogCapture()
 		l, _ := listenCombo(t, combo{kind: KindTCP}, &Config{Logger: slog.New(logs)})
-		other, err := NewCA("another CA")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := other.Issue("intruder")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc := &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+		tc := intruderTLS(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc}); !errors.Is(err, negotiate.ErrUnauthorized) {
@@ -365,6 +357,20 @@ func TestUnverifiedClientCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	tc := intruderTLS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc, Logger: quietLogger})
+	if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
+		t.Fatalf("listener: %v", err)
+	}
+	expectNothingServed(t, l)
+}
+
+// intruderTLS is a client config that trusts the test CA but presents a
+// certificate from another one.
+func intruderTLS(t *testing.T) *tls.Config {
+	t.Helper()
 	other, err := NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
@@ -373,12 +379,5 @@ func TestUnverifiedClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _ = Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc, Logger: quietLogger})
-	if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
-		t.Fatalf("listener: %v", err)
-	}
-	expectNothingServed(t, l)
+	return &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 }
