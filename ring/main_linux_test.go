@@ -127,6 +127,7 @@ func startChildFiles(t testing.TB, role, arg string, cfg duplex.Config, files []
 	go func() { c.done <- cmd.Wait() }()
 	c.End, err = duplex.Offer(conn, cfg)
 	if err != nil {
+		_ = conn.Close()
 		_ = cmd.Process.Kill()
 		<-c.done
 		t.Fatal(err)

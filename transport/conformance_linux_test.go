@@ -3,6 +3,8 @@ package transport
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"net"
 	"net/rpc"
 	"testing"
@@ -173,5 +175,26 @@ func TestShmCloseWhileHeld(t *testing.T) {
 	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := a.Recv(); !errors.Is(err, ErrPeerGone) {
 		t.Fatalf("the peer's Recv: %v, want ErrPeerGone", err)
+	}
+}
+
+// TestShmMappingRefused: a dialler that cannot map the offered rings (here:
+// larger than it accepts) tells the listener why, and both sides fail with a
+// refusal instead of a bare hang-up.
+func TestShmMappingRefused(t *testing.T) {
+	logs := newLogCapture()
+	l, err := Listen("unix", unixAddr(), &Config{Mode: ModeShm, RingSize: 2 * maxRingSize, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = Dial(ctx, "unix", l.Addr().String(), &Config{Mode: ModeShm, Logger: quietLogger})
+	if err == nil || errors.Is(err, ErrPeerGone) {
+		t.Fatalf("dial: %v, want the mapping refused", err)
+	}
+	if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrRefused) || !strings.Contains(err.Error(), "mapping") {
+		t.Fatalf("listener: %v, want the dialler's refusal", err)
 	}
 }

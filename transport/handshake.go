@@ -171,7 +171,7 @@ func (h *handshake) netErr(what string, err error) error {
 	var cv *tls.CertificateVerificationError
 	var op *net.OpError
 	switch {
-	case errors.Is(err, negotiate.ErrMalformed):
+	case errors.Is(err, negotiate.ErrMalformed) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
 		return err
 	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("%w: handshake: %s: %w", ErrTimeout, what, err)

@@ -56,6 +56,7 @@ func run(n, size, big int) error {
 	}
 	end, err := duplex.Offer(conn, duplex.Config{})
 	if err != nil {
+		_ = conn.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return fmt.Errorf("offer rings: %w", err)

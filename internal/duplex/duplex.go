@@ -64,7 +64,9 @@ func segmentSize(capacity int) int {
 }
 
 // Offer creates both rings, sends them to the peer on conn and returns this
-// side's End (Tx is ring 0, Rx ring 1). conn then watches the peer's liveness.
+// side's End (Tx is ring 0, Rx ring 1). conn then watches the peer's liveness
+// and belongs to the End; if Offer fails, conn stays open and the caller's,
+// so it can still tell the peer why.
 func Offer(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	if cfg.Capacity == 0 {
 		cfg.Capacity = DefaultCapacity
@@ -72,6 +74,7 @@ func Offer(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	e := &End{conn: conn}
 	defer func() {
 		if err != nil {
+			e.conn = nil // the caller keeps it
 			e.release()
 		}
 	}()
@@ -94,7 +97,8 @@ func Offer(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 }
 
 // Accept receives the rings offered by the peer on conn, verifies them and
-// returns this side's End (Tx is ring 1, Rx ring 0).
+// returns this side's End (Tx is ring 1, Rx ring 0). Like Offer, it leaves
+// conn open and to the caller if it fails.
 func Accept(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	if cfg.MaxCapacity == 0 {
 		cfg.MaxCapacity = defaultMaxCapacity
@@ -107,6 +111,7 @@ func Accept(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	e := &End{conn: conn}
 	defer func() {
 		if err != nil {
+			e.conn = nil // the caller keeps it
 			e.release()
 		}
 	}()
@@ -195,7 +200,9 @@ func (e *End) release() error {
 	if e.watch != nil {
 		errs = append(errs, e.watch.Close())
 	}
-	errs = append(errs, e.conn.Close())
+	if e.conn != nil {
+		errs = append(errs, e.conn.Close())
+	}
 	// A PeerGone that the watcher started before it was stopped wakes the
 	// rings' waiters through their futex words in the mapping: let it finish
 	// before the memory goes away, and keep later calls off it.
