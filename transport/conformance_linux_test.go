@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"net"
 	"net/rpc"
+	"strings"
 	"testing"
 	"time"
 
