@@ -49,9 +49,15 @@ func isTCP(network string) bool {
 	return network == "tcp" || network == "tcp4" || network == "tcp6"
 }
 
-// maxPendingHandshakes bounds the handshakes a Listener runs at once, so a
-// flood of silent connections cannot exhaust memory or descriptors.
-const maxPendingHandshakes = 64
+// A Listener bounds the handshakes it runs at once, so a flood of silent
+// connections cannot exhaust memory or descriptors, and the handshakes from
+// one remote host, so one host holding connections open without a word
+// cannot take every slot from the others (its extra connections are closed
+// at once).
+const (
+	maxPendingHandshakes = 256
+	maxPendingPerHost    = 8
+)
 
 // Listener accepts connections and runs each handshake in its own goroutine,
 // so a slow or silent peer does not hold up others. Failed handshakes are
@@ -67,6 +73,8 @@ type Listener struct {
 	once sync.Once
 	err  error // why the accept loop ended (under mu)
 	mu   sync.Mutex
+	// pending counts handshakes in progress per remote host (TCP; under mu).
+	pending map[string]int
 }
 
 // Listen announces on a "unix" or "tcp" address. TCP requires cfg.TLS with
@@ -155,10 +163,19 @@ func (l *Listener) loop() {
 			return
 		}
 		backoff = 0
+		host := remoteHost(nc)
+		if !l.admit(host) {
+			l.cfg.logger().Warn("ringwire: too many handshakes from one host; connection closed",
+				"remote", addrString(nc.RemoteAddr()), "limit", maxPendingPerHost)
+			nc.Close()
+			<-sem
+			continue
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			defer func() { <-sem }()
+			defer l.release(host)
 			c, err := Server(l.ctx, nc, l.cfg)
 			if err != nil {
 				return // Server logged it
@@ -169,6 +186,44 @@ func (l *Listener) loop() {
 				c.Close()
 			}
 		}()
+	}
+}
+
+// remoteHost is the IP of a TCP peer, or "" where there is no host to
+// limit (Unix sockets: peers are checked by uid at once).
+func remoteHost(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
+// admit counts a handshake from host, unless host has too many already.
+func (l *Listener) admit(host string) bool {
+	if host == "" {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending[host] >= maxPendingPerHost {
+		return false
+	}
+	if l.pending == nil {
+		l.pending = make(map[string]int)
+	}
+	l.pending[host]++
+	return true
+}
+
+// release ends the count of a handshake admitted for host.
+func (l *Listener) release(host string) {
+	if host == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending[host]--; l.pending[host] <= 0 {
+		delete(l.pending, host)
 	}
 }
 

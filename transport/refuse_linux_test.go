@@ -381,3 +381,50 @@ func intruderTLS(t *testing.T) *tls.Config {
 	}
 	return &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 }
+
+// TestSilentHostCannotStarveOthers: one host that holds connections open
+// without a word gets maxPendingPerHost handshake slots and no more; a
+// dialler from another address is still served.
+func TestSilentHostCannotStarveOthers(t *testing.T) {
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{InsecurePlaintextTCP: true, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+	for range maxPendingPerHost {
+		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+	}
+	// One more from the same host is closed at once.
+	extra, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection over the per-host limit was not closed: %v", err)
+	}
+	// Another address (all of 127.0.0.0/8 is loopback) gets a handshake.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Client(ctx, nc, &Config{InsecurePlaintextTCP: true, Logger: quietLogger})
+	if err != nil {
+		t.Fatalf("a dialler from another host: %v", err)
+	}
+	c.Close()
+}
