@@ -167,13 +167,12 @@ func (h *handshake) authenticate(server bool) error {
 
 // netErr classifies an error of the socket during the handshake.
 func (h *handshake) netErr(what string, err error) error {
-	var ne net.Error
 	var cv *tls.CertificateVerificationError
 	var op *net.OpError
 	switch {
 	case errors.Is(err, negotiate.ErrMalformed) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
 		return err
-	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+	case frameIsTimeout(err):
 		return fmt.Errorf("%w: handshake: %s: %w", ErrTimeout, what, err)
 	case errors.As(err, &cv):
 		return fmt.Errorf("%w: %s: %w", negotiate.ErrUnauthorized, what, err)
