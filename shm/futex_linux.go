@@ -23,8 +23,9 @@ const (
 // 4-byte aligned word, normally inside a Segment's mapping (it also works on
 // ordinary memory, within one process).
 //
-// It returns nil when woken, when *addr != val on entry (EAGAIN) and on EINTR;
-// spurious returns are possible, so callers re-check their condition. It
+// It returns nil when woken or when *addr != val on entry (EAGAIN); an
+// interrupted sleep (EINTR) resumes for the rest of the timeout. Spurious
+// wake-ups are still possible, so callers re-check their condition. It
 // returns ErrTimeout when the timeout expires, and other failures (EFAULT,
 // EINVAL) wrapped with context.
 //
@@ -44,17 +45,31 @@ func FutexWait(addr *uint32, val uint32, timeout time.Duration) error {
 		}
 		return ErrTimeout
 	}
-	ts := unix.NsecToTimespec(int64(timeout))
-	_, _, errno := unix.Syscall6(unix.SYS_FUTEX,
-		uintptr(unsafe.Pointer(addr)), futexWait, uintptr(val),
-		uintptr(unsafe.Pointer(&ts)), 0, 0)
-	switch errno {
-	case 0, unix.EAGAIN, unix.EINTR:
-		return nil
-	case unix.ETIMEDOUT:
-		return ErrTimeout
+	deadline := time.Now().Add(timeout)
+	for {
+		ts := unix.NsecToTimespec(int64(timeout))
+		_, _, errno := unix.Syscall6(unix.SYS_FUTEX,
+			uintptr(unsafe.Pointer(addr)), futexWait, uintptr(val),
+			uintptr(unsafe.Pointer(&ts)), 0, 0)
+		switch errno {
+		case 0, unix.EAGAIN:
+			return nil
+		case unix.ETIMEDOUT:
+			return ErrTimeout
+		case unix.EINTR:
+			// A signal (most often the Go runtime's preemption SIGURG)
+			// interrupted the sleep. Go back to sleep for what is left
+			// of the timeout, unless the word changed meanwhile.
+			if atomic.LoadUint32(addr) != val {
+				return nil
+			}
+			if timeout = time.Until(deadline); timeout <= 0 {
+				return ErrTimeout
+			}
+			continue
+		}
+		return fmt.Errorf("shm: futex wait: %w", errno)
 	}
-	return fmt.Errorf("shm: futex wait: %w", errno)
 }
 
 // FutexWake wakes up to n waiters blocked in FutexWait on addr, in this or
