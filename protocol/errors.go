@@ -1,0 +1,139 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrClosed: this side closed the Peer.
+	ErrClosed = errors.New("protocol: closed")
+	// ErrPeerGone: the connection failed or the peer hung up; calls in flight
+	// fail with it.
+	ErrPeerGone = errors.New("protocol: peer gone")
+	// ErrUnknownMethod: the peer serves no such method (or object type, or
+	// handle).
+	ErrUnknownMethod = errors.New("protocol: unknown method")
+	// ErrGoAway: the connection is shutting down gracefully; no new calls.
+	ErrGoAway = errors.New("protocol: going away")
+	// ErrCorrupt: the peer sent a message that breaks the protocol; the
+	// connection is closed.
+	ErrCorrupt = errors.New("protocol: corrupt message")
+	// ErrTooLarge: a request or reply exceeds the connection's limit.
+	ErrTooLarge = errors.New("protocol: message too large")
+	// ErrNoCallback: Callback was used outside a call that carries a
+	// call-scoped callback.
+	ErrNoCallback = errors.New("protocol: no callback for this call")
+)
+
+// Code classifies an error that crosses the wire. The values follow gRPC's
+// status codes, so they map cleanly onto gRPC and HTTP.
+type Code uint32
+
+// Codes.
+const (
+	CodeOK               Code = 0
+	CodeCanceled         Code = 1
+	CodeUnknown          Code = 2
+	CodeInvalidArgument  Code = 3
+	CodeDeadlineExceeded Code = 4
+	CodeNotFound         Code = 5
+	CodePermissionDenied Code = 7
+	CodeResourceExhaust  Code = 8
+	CodeUnimplemented    Code = 12
+	CodeInternal         Code = 13
+	CodeUnavailable      Code = 14
+)
+
+func (c Code) String() string {
+	switch c {
+	case CodeOK:
+		return "ok"
+	case CodeCanceled:
+		return "canceled"
+	case CodeUnknown:
+		return "unknown"
+	case CodeInvalidArgument:
+		return "invalid argument"
+	case CodeDeadlineExceeded:
+		return "deadline exceeded"
+	case CodeNotFound:
+		return "not found"
+	case CodePermissionDenied:
+		return "permission denied"
+	case CodeResourceExhaust:
+		return "resource exhausted"
+	case CodeUnimplemented:
+		return "unimplemented"
+	case CodeInternal:
+		return "internal"
+	case CodeUnavailable:
+		return "unavailable"
+	}
+	return fmt.Sprintf("code %d", uint32(c))
+}
+
+// Error is an error returned by a remote handler: a code, a message and
+// optional details (application-defined bytes, e.g. an encoded struct).
+// Handlers may return an *Error to choose the code; any other error travels
+// as CodeUnknown with its text (or the code errors.Is finds, for context and
+// protocol sentinels).
+//
+// errors.Is maps codes onto sentinels: CodeUnimplemented matches
+// ErrUnknownMethod, CodeDeadlineExceeded matches context.DeadlineExceeded,
+// CodeCanceled matches context.Canceled, CodeUnavailable matches ErrGoAway.
+type Error struct {
+	Code    Code
+	Message string
+	Details []byte
+}
+
+// Errorf returns an *Error with the code and a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return "remote: " + e.Code.String()
+	}
+	return "remote: " + e.Code.String() + ": " + e.Message
+}
+
+// Is matches the sentinel that corresponds to the code.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrUnknownMethod:
+		return e.Code == CodeUnimplemented
+	case context.DeadlineExceeded:
+		return e.Code == CodeDeadlineExceeded
+	case context.Canceled:
+		return e.Code == CodeCanceled
+	case ErrGoAway:
+		return e.Code == CodeUnavailable
+	}
+	if t, ok := target.(*Error); ok {
+		return t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+	}
+	return false
+}
+
+// toError turns a handler's error into what goes on the wire.
+func toError(err error) *Error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Code: CodeDeadlineExceeded, Message: err.Error()}
+	case errors.Is(err, context.Canceled):
+		return &Error{Code: CodeCanceled, Message: err.Error()}
+	case errors.Is(err, ErrUnknownMethod):
+		return &Error{Code: CodeUnimplemented, Message: err.Error()}
+	case errors.Is(err, ErrGoAway):
+		return &Error{Code: CodeUnavailable, Message: err.Error()}
+	}
+	return &Error{Code: CodeUnknown, Message: err.Error()}
+}

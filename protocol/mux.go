@@ -1,0 +1,226 @@
+package protocol
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Handler serves one method: it gets the request and returns the reply. req is
+// valid only until the handler returns (it may be reused, or be a view of
+// shared memory): copy what you keep. A returned *Error keeps its code across
+// the wire; a panic becomes a CodeInternal error and the Peer keeps serving.
+type Handler func(ctx context.Context, req []byte) ([]byte, error)
+
+// ReplyHandler is the zero-copy form of Handler: it writes the reply into w,
+// a buffer the Peer owns and reuses, so serving allocates nothing.
+type ReplyHandler func(ctx context.Context, req []byte, w *Reply) error
+
+// Object is an instance the peer created with Peer.New. It lives until the
+// peer destroys it or the connection closes; if it implements io.Closer, Close
+// is called then.
+type Object interface {
+	Call(ctx context.Context, method string, req []byte) ([]byte, error)
+}
+
+// Constructor creates an Object from the arguments the peer passed to New.
+type Constructor func(ctx context.Context, args []byte) (Object, error)
+
+// Methods is an Object made of one Handler per method.
+type Methods map[string]Handler
+
+// Call runs the method's handler, or fails with ErrUnknownMethod.
+func (m Methods) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+	h, ok := m[method]
+	if !ok {
+		return nil, fmt.Errorf("%w: object has no method %q", ErrUnknownMethod, method)
+	}
+	return h(ctx, req)
+}
+
+var _ Object = Methods(nil)
+
+// Reply is the buffer a ReplyHandler writes its reply into.
+type Reply struct {
+	b    []byte
+	base int // bytes of header before the reply proper
+}
+
+// Write appends p to the reply. It never fails.
+func (r *Reply) Write(p []byte) (int, error) {
+	r.b = append(r.b, p...)
+	return len(p), nil
+}
+
+// WriteString appends s to the reply. It never fails.
+func (r *Reply) WriteString(s string) (int, error) {
+	r.b = append(r.b, s...)
+	return len(s), nil
+}
+
+// Extend grows the reply by n bytes and returns them, to be filled in place.
+func (r *Reply) Extend(n int) []byte {
+	r.b = slices.Grow(r.b, n)
+	l := len(r.b)
+	r.b = r.b[:l+n]
+	return r.b[l : l+n : l+n]
+}
+
+// Len is the reply's length so far.
+func (r *Reply) Len() int { return len(r.b) - r.base }
+
+// Bytes returns the reply so far (valid until the next write).
+func (r *Reply) Bytes() []byte { return r.b[r.base:] }
+
+// Reset empties the reply.
+func (r *Reply) Reset() { r.b = r.b[:r.base] }
+
+// method is one registered method with the statistics that decide whether it
+// runs on the reading goroutine.
+type method struct {
+	name string
+	h    Handler
+	rh   ReplyHandler
+	// avg is a moving average of the handler's run time in nanoseconds; slow
+	// marks a method whose inline run outlasted the guard (it runs on its own
+	// goroutine for the next slowRuns calls).
+	avg  atomic.Int64
+	slow atomic.Int32
+}
+
+const slowRuns = 64
+
+func (m *method) observe(d int64) {
+	old := m.avg.Load()
+	m.avg.Store(old + (d-old)/8)
+	if m.slow.Load() > 0 {
+		m.slow.Add(-1)
+	}
+}
+
+// Mux holds the methods and object types one side serves. Register
+// everything before the Mux is used by a Peer; a Mux may serve many Peers.
+type Mux struct {
+	mu      sync.RWMutex
+	methods map[string]*method
+	types   map[string]Constructor
+}
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux {
+	return &Mux{methods: map[string]*method{}, types: map[string]Constructor{}}
+}
+
+func (m *Mux) add(name string, e *method) {
+	if name == "" || len(name) > maxMethod || strings.HasPrefix(name, "$") {
+		panic(fmt.Sprintf("protocol: invalid method name %q (1-%d bytes, not starting with '$')", name, maxMethod))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, dup := m.methods[name]; dup {
+		panic(fmt.Sprintf("protocol: method %q registered twice", name))
+	}
+	m.methods[name] = e
+}
+
+// Handle registers h for method name. It panics on an empty, too long (over
+// 255 bytes) or duplicate name, like http.ServeMux.
+func (m *Mux) Handle(name string, h Handler) {
+	m.add(name, &method{name: name, h: h})
+}
+
+// HandleReply registers the zero-copy handler h for method name.
+func (m *Mux) HandleReply(name string, h ReplyHandler) {
+	m.add(name, &method{name: name, rh: h})
+}
+
+// HandleType registers an object type the peer can create with New.
+func (m *Mux) HandleType(name string, c Constructor) {
+	if name == "" || len(name) > maxMethod {
+		panic(fmt.Sprintf("protocol: invalid type name %q", name))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, dup := m.types[name]; dup {
+		panic(fmt.Sprintf("protocol: type %q registered twice", name))
+	}
+	m.types[name] = c
+}
+
+func (m *Mux) lookup(name []byte) *method {
+	if m == nil {
+		return nil
+	}
+	m.mu.RLock()
+	e := m.methods[string(name)]
+	m.mu.RUnlock()
+	return e
+}
+
+func (m *Mux) constructor(name []byte) Constructor {
+	if m == nil {
+		return nil
+	}
+	m.mu.RLock()
+	c := m.types[string(name)]
+	m.mu.RUnlock()
+	return c
+}
+
+// Methods lists the registered method names, sorted.
+func (m *Mux) Methods() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	names := make([]string, 0, len(m.methods))
+	for n := range m.methods {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Types lists the registered object type names, sorted.
+func (m *Mux) Types() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	names := make([]string, 0, len(m.types))
+	for n := range m.types {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Contract is the hash of what m serves (Contract of its methods and types)
+// plus optional schema bytes.
+func (m *Mux) Contract(schema ...[]byte) []byte {
+	return Contract(m.Methods(), m.Types(), schema...)
+}
+
+// Contract hashes a service's method names, object type names and optional
+// schema bytes (SHA-256). Host and plugin present it in the handshake, which
+// refuses a peer whose contract differs (negotiate.ErrContractMismatch), so a
+// host never talks to a plugin built against another interface.
+func Contract(methods, types []string, schema ...[]byte) []byte {
+	methods, types = slices.Clone(methods), slices.Clone(types)
+	slices.Sort(methods)
+	slices.Sort(types)
+	h := sha256.New()
+	io.WriteString(h, "ringwire contract v1\n")
+	for _, n := range methods {
+		fmt.Fprintf(h, "method %d %s\n", len(n), n)
+	}
+	for _, n := range types {
+		fmt.Fprintf(h, "type %d %s\n", len(n), n)
+	}
+	for _, s := range schema {
+		fmt.Fprintf(h, "schema %d\n", len(s))
+		h.Write(s)
+	}
+	return h.Sum(nil)
+}

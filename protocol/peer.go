@@ -1,0 +1,815 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringwire/ringwire/transport"
+)
+
+// Defaults of Options.
+const (
+	// DefaultInlineMax: a method whose handler has averaged less than this
+	// runs on the goroutine that read its request, skipping a goroutine
+	// hand-off (a wake-up of another thread costs 20-45 µs on the machines
+	// this was measured on).
+	DefaultInlineMax = 20 * time.Microsecond
+	// inlineBodyMax bounds the requests served inline: a bigger one is
+	// worth a goroutine of its own.
+	inlineBodyMax = 64 << 10
+	// linger is how long the background reader leaves the connection to
+	// callers that read their own replies before it reads it itself.
+	linger = time.Millisecond
+)
+
+// Options configure a Peer. The zero value serves nothing and only calls.
+type Options struct {
+	// Mux is what this side serves to the peer (nil: nothing; every incoming
+	// call fails with ErrUnknownMethod).
+	Mux *Mux
+	// Logger receives handler panics and protocol violations (nil:
+	// slog.Default()).
+	Logger *slog.Logger
+	// InlineMax is the average run time below which a handler runs on the
+	// reading goroutine (0: DefaultInlineMax; negative: never, every request
+	// gets a goroutine).
+	InlineMax time.Duration
+	// Context is the parent of every handler's context (nil: Background);
+	// cancelling it does not close the Peer.
+	Context context.Context
+}
+
+// Peer is one end of an RPC connection. Both ends may call and serve. All
+// methods are safe for concurrent use; any number of calls may be in flight.
+type Peer struct {
+	conn      transport.Conn
+	mux       *Mux
+	log       *slog.Logger
+	inlineMax int64
+	maxMsg    int
+
+	base       context.Context
+	cancelBase context.CancelFunc
+
+	nextID atomic.Uint64
+
+	mu         sync.Mutex
+	calls      map[uint64]*call       // our calls awaiting an answer
+	serving    map[uint64]*handlerCtx // the peer's calls we are serving
+	objects    map[uint64]Object
+	nextHandle uint64
+	err        error // set once, under mu, when the Peer fails or closes
+
+	npending atomic.Int32 // len(calls)
+	// The reading token: whoever swaps reading from 0 to 1 reads the
+	// connection until it gives the token back.
+	reading  atomic.Int32
+	waiters  atomic.Int32 // callers blocked on their call's channel
+	wantRead atomic.Bool  // a caller wanted the token while the background reader held it
+	bgs      atomic.Int32 // background readers alive
+	bgWake   chan struct{}
+
+	inlineStart  atomic.Int64 // nanotime at which the running inline handler started; 0: none
+	inlineMethod atomic.Pointer[method]
+
+	leaving  atomic.Bool // we sent goaway: refuse new incoming calls, make no new ones
+	peerLeft atomic.Bool // the peer sent goaway: make no new calls
+	active   atomic.Int64 // incoming calls being served
+
+	done chan struct{}
+}
+
+// call is one outstanding outgoing call (or ping).
+type call struct {
+	ch    chan struct{} // signalled when done (or to retry for the token)
+	done  atomic.Bool
+	dst   []byte
+	reply []byte
+	err   error
+	cb    Handler
+}
+
+var callPool = sync.Pool{New: func() any { return &call{ch: make(chan struct{}, 1)} }}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 4<<20 {
+		return // do not pin huge buffers
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// NewPeer starts serving conn and returns the Peer; the Peer owns conn from
+// then on.
+func NewPeer(conn transport.Conn, o Options) *Peer {
+	parent := o.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	inl := int64(o.InlineMax)
+	if inl == 0 {
+		inl = int64(DefaultInlineMax)
+	}
+	p := &Peer{
+		conn: conn, mux: o.Mux, log: log, inlineMax: inl,
+		maxMsg:  conn.Info().MaxMessage,
+		calls:   map[uint64]*call{},
+		serving: map[uint64]*handlerCtx{},
+		objects: map[uint64]Object{},
+		bgWake:  make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	p.base, p.cancelBase = context.WithCancel(parent)
+	p.bgs.Store(1)
+	guardAdd(p)
+	go p.background()
+	return p
+}
+
+// Info reports the connection's negotiated transport and the peer's declared
+// name, version, constants and contract.
+func (p *Peer) Info() transport.Info { return p.conn.Info() }
+
+// Stats returns the connection's counters.
+func (p *Peer) Stats() transport.Stats { return p.conn.Stats() }
+
+// Done is closed when the Peer has failed or been closed.
+func (p *Peer) Done() <-chan struct{} { return p.done }
+
+// Err returns why the Peer ended (ErrClosed, or an error matching
+// ErrPeerGone), or nil while it is alive.
+func (p *Peer) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// Close tears the connection down. Calls in flight on both sides fail, the
+// contexts of running handlers are cancelled and every object the peer
+// created is released.
+func (p *Peer) Close() error {
+	p.fail(ErrClosed)
+	return nil
+}
+
+// Shutdown ends the connection gracefully: it tells the peer (goaway), makes
+// no new calls, refuses new incoming ones, waits for the calls in flight in
+// both directions to finish, then closes. If ctx ends first it closes anyway
+// and returns ctx's error.
+func (p *Peer) Shutdown(ctx context.Context) error {
+	if p.leaving.Swap(true) {
+		<-p.done
+		return nil
+	}
+	b := getBuf()
+	*b = appendGoAwayBody((*b)[:0], "shutdown", p.nextID.Load())
+	_ = p.conn.Send(kindGoAway, *b)
+	putBuf(b)
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	var err error
+	for p.active.Load() > 0 || p.npending.Load() > 0 {
+		select {
+		case <-t.C:
+			continue
+		case <-p.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		break
+	}
+	p.fail(ErrClosed)
+	return err
+}
+
+// Call invokes method on the peer with req and returns its reply, a new
+// slice. ctx's deadline travels with the call and becomes the handler's;
+// cancelling ctx abandons the call and cancels the handler's context.
+func (p *Peer) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+	return p.call(ctx, 0, 0, method, req, nil)
+}
+
+// CallInto is Call that appends the reply to dst (which may be nil) and
+// returns the extended slice: with a dst of enough capacity a call allocates
+// nothing.
+func (p *Peer) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
+	if dst == nil {
+		dst = []byte{}
+	}
+	return p.call(ctx, 0, 0, method, req, dst)
+}
+
+// Ping sends a ping and waits for the peer's pong: a round trip through the
+// peer's reading loop (not through a handler).
+func (p *Peer) Ping(ctx context.Context) error {
+	c, id, err := p.register(ctx, nil, nil)
+	if err != nil {
+		return err
+	}
+	b := getBuf()
+	*b = appendID((*b)[:0], id)
+	err = p.conn.Send(kindPing, *b)
+	putBuf(b)
+	if err != nil {
+		p.forget(id, c)
+		return p.sendErr(err)
+	}
+	return p.finish(ctx, id, c, nil)
+}
+
+func (p *Peer) usable() error {
+	if p.leaving.Load() || p.peerLeft.Load() {
+		return fmt.Errorf("%w: no new calls on this connection", ErrGoAway)
+	}
+	return nil
+}
+
+// register allocates a call id and records c as waiting for it.
+func (p *Peer) register(ctx context.Context, dst []byte, cb Handler) (*call, uint64, error) {
+	if err := p.usable(); err != nil {
+		return nil, 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	c := callPool.Get().(*call)
+	select {
+	case <-c.ch: // a late signal from the call's previous use
+	default:
+	}
+	c.done.Store(false)
+	c.dst, c.reply, c.err, c.cb = dst, nil, nil, cb
+	id := p.nextID.Add(1)
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
+		callPool.Put(c)
+		return nil, 0, err
+	}
+	p.calls[id] = c
+	p.mu.Unlock()
+	p.npending.Add(1)
+	return c, id, nil
+}
+
+// forget removes a call that was never answered. It reports false when an
+// answer is being delivered (the caller then waits for c.done).
+func (p *Peer) forget(id uint64, c *call) bool {
+	p.mu.Lock()
+	_, ok := p.calls[id]
+	if ok {
+		delete(p.calls, id)
+	}
+	p.mu.Unlock()
+	if ok {
+		p.npending.Add(-1)
+		callPool.Put(c)
+	}
+	return ok
+}
+
+func (p *Peer) call(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte) ([]byte, error) {
+	if len(method) > maxMethod {
+		return nil, fmt.Errorf("%w: method name of %d bytes (at most %d)", ErrTooLarge, len(method), maxMethod)
+	}
+	var timeout int64
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = int64(time.Until(dl)); timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	trace := Traceparent(ctx)
+	if len(trace) > maxTraceparent {
+		trace = ""
+	}
+	if size := callHeaderSize + len(trace) + len(method) + len(req); p.maxMsg > 0 && size > p.maxMsg {
+		return nil, fmt.Errorf("%w: %d-byte call, the connection's limit is %d", ErrTooLarge, size, p.maxMsg)
+	}
+	cb, _ := ctx.Value(callbackKey{}).(Handler)
+	c, id, err := p.register(ctx, dst, cb)
+	if err != nil {
+		return nil, err
+	}
+	b := getBuf()
+	*b = appendCall((*b)[:0], id, timeout, aux, flags, trace, method, req)
+	err = p.conn.Send(kindCall, *b)
+	putBuf(b)
+	if err != nil {
+		p.forget(id, c)
+		return nil, p.sendErr(err)
+	}
+	var reply []byte
+	err = p.finish(ctx, id, c, &reply)
+	return reply, err
+}
+
+// finish waits for call id's answer, or abandons it when ctx ends.
+func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) error {
+	if !p.await(ctx, c) {
+		if p.forget(id, c) {
+			b := getBuf()
+			*b = appendID((*b)[:0], id)
+			_ = p.conn.Send(kindCancel, *b)
+			putBuf(b)
+			return ctx.Err()
+		}
+		// The answer is being delivered right now: take it.
+		for !c.done.Load() {
+			<-c.ch
+		}
+	}
+	err := c.err
+	if reply != nil {
+		*reply = c.reply
+	}
+	c.dst, c.reply, c.cb = nil, nil, nil
+	callPool.Put(c)
+	return err
+}
+
+// await waits until c is answered (true) or ctx ends first (false). It reads
+// the connection itself whenever nobody else does.
+func (p *Peer) await(ctx context.Context, c *call) bool {
+	done := ctx.Done()
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		if c.done.Load() {
+			return true
+		}
+		if done != nil && ctx.Err() != nil {
+			return false
+		}
+		if p.reading.CompareAndSwap(0, 1) {
+			if done != nil && stop == nil {
+				// A reader blocked in Recv learns of ctx's end through a
+				// read deadline in the past.
+				stop = context.AfterFunc(ctx, p.kickReader)
+			}
+			p.read(ctx, c)
+			continue
+		}
+		p.wantRead.Store(true)
+		p.waiters.Add(1)
+		if c.done.Load() || p.reading.Load() == 0 {
+			p.waiters.Add(-1)
+			continue
+		}
+		select {
+		case <-c.ch:
+		case <-done:
+		}
+		p.waiters.Add(-1)
+	}
+}
+
+// kickReader makes the goroutine blocked in Recv, if any, return so that it
+// re-examines why it is reading.
+func (p *Peer) kickReader() { _ = p.conn.SetReadDeadline(time.Now()) }
+
+// release gives the reading token back; if callers are waiting for answers,
+// the background reader takes it at once.
+func (p *Peer) release() {
+	p.reading.Store(0)
+	if p.waiters.Load() > 0 {
+		select {
+		case p.bgWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// background reads the connection when no caller does: always on a side that
+// only serves, after linger on a side whose callers read their own replies.
+func (p *Peer) background() {
+	t := time.NewTimer(linger)
+	defer t.Stop()
+	for {
+		if p.reading.CompareAndSwap(0, 1) {
+			p.read(nil, nil)
+		}
+		select {
+		case <-p.done:
+			p.bgs.Add(-1)
+			return
+		default:
+		}
+		// A second background reader (started by the guard while the
+		// first ran a slow handler) retires.
+		if n := p.bgs.Load(); n > 1 && p.bgs.CompareAndSwap(n, n-1) {
+			return
+		}
+		t.Reset(linger)
+		select {
+		case <-p.bgWake:
+		case <-t.C:
+		case <-p.done:
+		}
+	}
+}
+
+// read reads and dispatches messages while holding the token: until c is
+// answered or ctx ends (a caller), or until a caller wants the token (the
+// background reader, c == nil). It returns without the token.
+func (p *Peer) read(ctx context.Context, c *call) {
+	for {
+		if c != nil {
+			if c.done.Load() || ctx.Err() != nil {
+				p.release()
+				return
+			}
+		} else if p.wantRead.Load() && p.npending.Load() <= 1 {
+			p.wantRead.Store(false)
+			p.release()
+			return
+		}
+		m, err := p.conn.Recv()
+		if err != nil {
+			if errors.Is(err, transport.ErrTimeout) {
+				_ = p.conn.SetReadDeadline(time.Time{})
+				continue
+			}
+			p.fail(err)
+			p.release()
+			return
+		}
+		if !p.dispatch(m) {
+			return
+		}
+	}
+}
+
+// dispatch handles one message. It returns false if it gave the reading
+// token away (an inline handler ran and someone else went on reading).
+func (p *Peer) dispatch(m transport.Message) bool {
+	switch m.Type {
+	case kindReply, kindError, kindPong:
+		id, body, err := parseID(m.Data)
+		if err != nil {
+			p.corrupt(err)
+			return true
+		}
+		p.deliver(id, m.Type, body)
+	case kindCall:
+		return p.incoming(m.Data)
+	case kindCancel:
+		id, _, err := parseID(m.Data)
+		if err != nil {
+			p.corrupt(err)
+			return true
+		}
+		p.mu.Lock()
+		hc := p.serving[id]
+		p.mu.Unlock()
+		if hc != nil {
+			hc.cancel(context.Canceled)
+		}
+	case kindPing:
+		id, _, err := parseID(m.Data)
+		if err != nil {
+			p.corrupt(err)
+			return true
+		}
+		var b [idSize]byte
+		_ = p.conn.Send(kindPong, appendID(b[:0], id))
+	case kindGoAway:
+		if _, _, err := parseGoAwayBody(m.Data); err != nil {
+			p.corrupt(fmt.Errorf("%w: %w", ErrCorrupt, err))
+			return true
+		}
+		p.peerLeft.Store(true)
+	default:
+		p.corrupt(fmt.Errorf("%w: unknown message type %#x", ErrCorrupt, m.Type))
+	}
+	return true
+}
+
+// deliver hands an answer to the call waiting for it. Answers to calls that
+// were abandoned (or never made) are dropped.
+func (p *Peer) deliver(id uint64, kind uint16, body []byte) {
+	p.mu.Lock()
+	c := p.calls[id]
+	if c != nil {
+		delete(p.calls, id)
+	}
+	p.mu.Unlock()
+	if c == nil {
+		return
+	}
+	p.npending.Add(-1)
+	switch kind {
+	case kindReply:
+		if c.dst != nil {
+			c.reply = append(c.dst, body...)
+		} else if len(body) > 0 {
+			c.reply = append([]byte(nil), body...)
+		}
+	case kindError:
+		code, msg, details, err := parseErrorBody(body)
+		if err != nil {
+			c.err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		} else {
+			c.err = &Error{Code: Code(code), Message: msg, Details: details}
+		}
+	}
+	c.done.Store(true)
+	select {
+	case c.ch <- struct{}{}:
+	default:
+	}
+}
+
+// incoming starts serving one call from the peer.
+func (p *Peer) incoming(data []byte) bool {
+	h, err := parseCall(data)
+	if err != nil {
+		p.corrupt(err)
+		return true
+	}
+	if p.leaving.Load() {
+		p.sendError(h.id, &Error{Code: CodeUnavailable, Message: "the connection is shutting down"})
+		return true
+	}
+	var meth *method
+	var cb Handler
+	switch {
+	case h.flags&flagCallback != 0:
+		p.mu.Lock()
+		if c := p.calls[h.aux]; c != nil {
+			cb = c.cb
+		}
+		p.mu.Unlock()
+		if cb == nil {
+			p.sendError(h.id, &Error{Code: CodeUnimplemented, Message: "no callback attached to that call"})
+			return true
+		}
+	case h.flags&(flagObject|flagNew|flagDestroy) != 0:
+	default:
+		if meth = p.mux.lookup(h.method); meth == nil {
+			p.sendError(h.id, &Error{Code: CodeUnimplemented, Message: fmt.Sprintf("unknown method %q", h.method)})
+			return true
+		}
+	}
+	hc := &handlerCtx{parent: p.base, peer: p, id: h.id}
+	if h.timeout > 0 {
+		hc.deadline = time.Now().Add(time.Duration(h.timeout))
+	}
+	if len(h.trace) > 0 {
+		hc.trace = string(h.trace)
+	}
+	// The request is copied out of the connection's memory: the handler
+	// may outlive this message (and on shared memory the peer could change
+	// it under the handler's feet).
+	req := getBuf()
+	*req = append((*req)[:0], h.body...)
+	var name string
+	if meth == nil && len(h.method) > 0 {
+		name = string(h.method)
+	}
+	p.active.Add(1)
+	p.mu.Lock()
+	p.serving[h.id] = hc
+	p.mu.Unlock()
+	job := serveJob{hc: hc, meth: meth, cb: cb, flags: h.flags, aux: h.aux, name: name, req: req}
+	if meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax && len(h.body) <= inlineBodyMax {
+		// Run it here. The token is given back meanwhile, so a handler
+		// that calls back into the peer can read its own answer, and the
+		// guard can start another reader if this handler turns out slow.
+		p.conn.Release()
+		p.inlineMethod.Store(meth)
+		p.inlineStart.Store(nanotime())
+		guardNotify()
+		p.release()
+		p.serve(job)
+		p.inlineStart.Store(0)
+		return p.reading.CompareAndSwap(0, 1)
+	}
+	go p.serve(job)
+	return true
+}
+
+type serveJob struct {
+	hc    *handlerCtx
+	meth  *method
+	cb    Handler
+	flags uint8
+	aux   uint64
+	name  string
+	req   *[]byte
+}
+
+var replyPool = sync.Pool{New: func() any { return &Reply{b: make([]byte, 0, 512)} }}
+
+// serve runs one incoming call's handler and sends its answer.
+func (p *Peer) serve(j serveJob) {
+	id := j.hc.id
+	start := nanotime()
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("ringwire: handler panicked", "method", j.methodName(), "panic", r, "stack", string(debug.Stack()))
+			p.sendError(id, &Error{Code: CodeInternal, Message: fmt.Sprintf("handler panicked: %v", r)})
+		}
+		if j.meth != nil {
+			j.meth.observe(nanotime() - start)
+		}
+		p.mu.Lock()
+		delete(p.serving, id)
+		p.mu.Unlock()
+		j.hc.cancel(context.Canceled)
+		putBuf(j.req)
+		p.active.Add(-1)
+	}()
+	req := *j.req
+	var out []byte
+	var err error
+	switch {
+	case j.meth != nil && j.meth.rh != nil:
+		r := replyPool.Get().(*Reply)
+		r.b = appendID(r.b[:0], id)
+		r.base = idSize
+		if err = j.meth.rh(j.hc, req, r); err == nil {
+			p.sendReply(r.b)
+		}
+		if cap(r.b) <= 4<<20 {
+			replyPool.Put(r)
+		}
+		if err == nil {
+			return
+		}
+	case j.meth != nil:
+		out, err = j.meth.h(j.hc, req)
+	case j.cb != nil:
+		out, err = j.cb(j.hc, req)
+	default:
+		out, err = p.object(j, req)
+	}
+	if err != nil {
+		p.sendError(id, toError(err))
+		return
+	}
+	b := getBuf()
+	*b = append(appendID((*b)[:0], id), out...)
+	p.sendReply(*b)
+	putBuf(b)
+}
+
+func (j *serveJob) methodName() string {
+	if j.meth != nil {
+		return j.meth.name
+	}
+	return j.name
+}
+
+func (p *Peer) sendReply(msg []byte) {
+	if err := p.conn.Send(kindReply, msg); err != nil {
+		if errors.Is(err, transport.ErrTooLarge) {
+			p.sendError(p.idOf(msg), &Error{Code: CodeResourceExhaust, Message: err.Error()})
+		}
+	}
+}
+
+func (p *Peer) idOf(msg []byte) uint64 {
+	id, _, _ := parseID(msg)
+	return id
+}
+
+func (p *Peer) sendError(id uint64, e *Error) {
+	b := getBuf()
+	*b = appendErrorBody(appendID((*b)[:0], id), uint32(e.Code), e.Message, e.Details)
+	_ = p.conn.Send(kindError, *b)
+	putBuf(b)
+}
+
+// object serves the object calls: New, a method of a handle, Destroy.
+func (p *Peer) object(j serveJob, req []byte) ([]byte, error) {
+	switch {
+	case j.flags&flagNew != 0:
+		ctor := p.mux.constructor([]byte(j.name))
+		if ctor == nil {
+			return nil, &Error{Code: CodeUnimplemented, Message: fmt.Sprintf("unknown object type %q", j.name)}
+		}
+		obj, err := ctor(j.hc, req)
+		if err != nil {
+			return nil, err
+		}
+		if obj == nil {
+			return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("constructor of %q returned no object", j.name)}
+		}
+		p.mu.Lock()
+		if p.err != nil {
+			p.mu.Unlock()
+			closeObject(obj)
+			return nil, ErrClosed
+		}
+		p.nextHandle++
+		h := p.nextHandle
+		p.objects[h] = obj
+		p.mu.Unlock()
+		return appendID(nil, h), nil
+	case j.flags&flagDestroy != 0:
+		p.mu.Lock()
+		obj := p.objects[j.aux]
+		delete(p.objects, j.aux)
+		p.mu.Unlock()
+		if obj == nil {
+			return nil, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no object with handle %d", j.aux)}
+		}
+		return nil, closeObject(obj)
+	default:
+		p.mu.Lock()
+		obj := p.objects[j.aux]
+		p.mu.Unlock()
+		if obj == nil {
+			return nil, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no object with handle %d", j.aux)}
+		}
+		return obj.Call(j.hc, j.name, req)
+	}
+}
+
+func closeObject(o Object) error {
+	if c, ok := o.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// corrupt closes the connection after a protocol violation by the peer.
+func (p *Peer) corrupt(err error) {
+	p.log.Warn("ringwire: closing the connection: the peer broke the protocol", "err", err)
+	p.fail(err)
+}
+
+// sendErr converts a failed Send.
+func (p *Peer) sendErr(err error) error {
+	switch {
+	case errors.Is(err, transport.ErrTooLarge):
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	case errors.Is(err, transport.ErrTimeout):
+		return err
+	}
+	p.fail(err)
+	return p.Err()
+}
+
+// fail ends the Peer once: it closes the connection, fails every call in
+// flight, cancels running handlers and releases the peer's objects.
+func (p *Peer) fail(cause error) {
+	p.mu.Lock()
+	if p.err != nil {
+		p.mu.Unlock()
+		return
+	}
+	switch {
+	case errors.Is(cause, ErrClosed), errors.Is(cause, transport.ErrClosed) && !errors.Is(cause, transport.ErrPeerGone):
+		p.err = ErrClosed
+	case errors.Is(cause, ErrCorrupt), errors.Is(cause, transport.ErrCorrupt):
+		p.err = fmt.Errorf("%w: %w", ErrPeerGone, cause)
+	default:
+		p.err = fmt.Errorf("%w: %w", ErrPeerGone, cause)
+	}
+	calls := p.calls
+	p.calls = map[uint64]*call{}
+	objects := p.objects
+	p.objects = map[uint64]Object{}
+	err := p.err
+	p.mu.Unlock()
+
+	guardRemove(p)
+	_ = p.conn.Close()
+	p.cancelBase()
+	for _, c := range calls {
+		p.npending.Add(-1)
+		c.err = err
+		c.done.Store(true)
+		select {
+		case c.ch <- struct{}{}:
+		default:
+		}
+	}
+	for _, o := range objects {
+		if err := closeObject(o); err != nil {
+			p.log.Warn("ringwire: closing an object of a closed connection", "err", err)
+		}
+	}
+	close(p.done)
+}

@@ -1,0 +1,466 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ringwire/ringwire/transport"
+)
+
+var modes = []struct {
+	name string
+	mode transport.Mode
+}{{"shm", transport.ModeShm}, {"framed", transport.ModeFramed}}
+
+func echoMux() *Mux {
+	m := NewMux()
+	m.Handle("echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
+	m.HandleReply("echo0", func(ctx context.Context, req []byte, w *Reply) error {
+		w.Write(req)
+		return nil
+	})
+	m.Handle("fail", func(ctx context.Context, req []byte) ([]byte, error) {
+		return nil, &Error{Code: CodeInvalidArgument, Message: "bad " + string(req), Details: []byte{1, 2}}
+	})
+	m.Handle("plain", func(ctx context.Context, req []byte) ([]byte, error) { return nil, errors.New("plain failure") })
+	m.Handle("panic", func(ctx context.Context, req []byte) ([]byte, error) { panic("boom") })
+	m.Handle("hang", func(ctx context.Context, req []byte) ([]byte, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	m.Handle("deadline", func(ctx context.Context, req []byte) ([]byte, error) {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			return []byte("none"), nil
+		}
+		return []byte(time.Until(dl).Round(time.Second).String()), nil
+	})
+	m.Handle("trace", func(ctx context.Context, req []byte) ([]byte, error) { return []byte(Traceparent(ctx)), nil })
+	return m
+}
+
+func TestCallBasics(t *testing.T) {
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			host, _ := peerPair(t, md.mode, nil, echoMux())
+			ctx := context.Background()
+			for _, size := range []int{0, 1, 10, 1000, 100 << 10, 3 << 20} {
+				req := bytes.Repeat([]byte{byte(size)}, size)
+				for _, m := range []string{"echo", "echo0"} {
+					got, err := host.Call(ctx, m, req)
+					if err != nil || !bytes.Equal(got, req) {
+						t.Fatalf("%s %d bytes: got %d bytes, %v", m, size, len(got), err)
+					}
+				}
+				dst := make([]byte, 3, 3+size)
+				got, err := host.CallInto(ctx, "echo", req, dst)
+				if err != nil || len(got) != 3+size || !bytes.Equal(got[3:], req) {
+					t.Fatalf("CallInto %d: %d bytes, %v", size, len(got), err)
+				}
+			}
+
+			_, err := host.Call(ctx, "fail", []byte("x"))
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidArgument || e.Message != "bad x" || !bytes.Equal(e.Details, []byte{1, 2}) {
+				t.Fatalf("fail: %v", err)
+			}
+			if _, err := host.Call(ctx, "plain", nil); !errors.As(err, &e) || e.Code != CodeUnknown || e.Message != "plain failure" {
+				t.Fatalf("plain: %v", err)
+			}
+			if _, err := host.Call(ctx, "nope", nil); !errors.Is(err, ErrUnknownMethod) {
+				t.Fatalf("unknown method: %v", err)
+			}
+			if _, err := host.Call(ctx, "panic", nil); !errors.As(err, &e) || e.Code != CodeInternal {
+				t.Fatalf("panic: %v", err)
+			}
+			if got, err := host.Call(ctx, "echo", []byte("still serving")); err != nil || string(got) != "still serving" {
+				t.Fatalf("after panic: %q %v", got, err)
+			}
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if got, err := host.Call(dctx, "deadline", nil); err != nil || string(got) != "30s" {
+				t.Fatalf("deadline: %q %v", got, err)
+			}
+			if got, err := host.Call(ctx, "deadline", nil); err != nil || string(got) != "none" {
+				t.Fatalf("no deadline: %q %v", got, err)
+			}
+			tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+			if got, err := host.Call(WithTraceparent(ctx, tp), "trace", nil); err != nil || string(got) != tp {
+				t.Fatalf("trace: %q %v", got, err)
+			}
+			if err := host.Ping(ctx); err != nil {
+				t.Fatalf("ping: %v", err)
+			}
+		})
+	}
+}
+
+func TestHungHandlerDeadlineAndCancel(t *testing.T) {
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			var cancelled atomic.Int32
+			m := NewMux()
+			m.Handle("hang", func(ctx context.Context, req []byte) ([]byte, error) {
+				<-ctx.Done()
+				cancelled.Add(1)
+				return nil, ctx.Err()
+			})
+			m.Handle("echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
+			host, _ := peerPair(t, md.mode, nil, m)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := host.Call(ctx, "hang", nil)
+			if d := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || d > 600*time.Millisecond {
+				t.Fatalf("hang with deadline: %v after %v", err, d)
+			}
+
+			ctx2, cancel2 := context.WithCancel(context.Background())
+			time.AfterFunc(50*time.Millisecond, cancel2)
+			if _, err := host.Call(ctx2, "hang", nil); !errors.Is(err, context.Canceled) {
+				t.Fatalf("hang cancelled: %v", err)
+			}
+			waitFor(t, 2*time.Second, func() bool { return cancelled.Load() == 2 }, "both handlers' contexts cancelled")
+
+			// The hung handlers did not stall the connection.
+			if got, err := host.Call(context.Background(), "echo", []byte("ok")); err != nil || string(got) != "ok" {
+				t.Fatalf("echo after hangs: %q %v", got, err)
+			}
+		})
+	}
+}
+
+// TestSlowHandlerDoesNotStall: a handler that starts fast and then blocks
+// (so it runs inline) must not hold up other calls for long.
+func TestSlowHandlerDoesNotStall(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	m := NewMux()
+	m.Handle("sometimes", func(ctx context.Context, req []byte) ([]byte, error) {
+		if calls.Add(1) == 100 {
+			<-release
+		}
+		return req, nil
+	})
+	m.Handle("echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
+	host, _ := peerPair(t, transport.ModeShm, nil, m)
+	ctx := context.Background()
+	for range 99 {
+		if _, err := host.Call(ctx, "sometimes", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := host.Call(ctx, "sometimes", nil)
+		blocked <- err
+	}()
+	waitFor(t, 2*time.Second, func() bool { return calls.Load() == 100 }, "the 100th call running")
+	start := time.Now()
+	for range 100 {
+		if _, err := host.Call(ctx, "echo", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("100 calls behind a blocked inline handler took %v", d)
+	}
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCallbacks(t *testing.T) {
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			hostMux := NewMux()
+			pluginMux := NewMux()
+			var pluginPeer atomic.Pointer[Peer]
+			hostMux.Handle("host.double", func(ctx context.Context, req []byte) ([]byte, error) {
+				// Second level: the host calls back into the plugin.
+				p, ok := PeerFromContext(ctx)
+				if !ok {
+					return nil, errors.New("no peer in context")
+				}
+				r, err := p.Call(ctx, "plugin.leaf", req)
+				if err != nil {
+					return nil, err
+				}
+				return append(r, r...), nil
+			})
+			pluginMux.Handle("plugin.leaf", func(ctx context.Context, req []byte) ([]byte, error) {
+				return append([]byte("<"), append(req, '>')...), nil
+			})
+			pluginMux.Handle("plugin.outer", func(ctx context.Context, req []byte) ([]byte, error) {
+				p, _ := PeerFromContext(ctx)
+				if p != pluginPeer.Load() {
+					return nil, errors.New("wrong peer in context")
+				}
+				r, err := p.Call(ctx, "host.double", req)
+				if err != nil {
+					return nil, err
+				}
+				cb, err := Callback(ctx, r)
+				if err != nil {
+					return nil, err
+				}
+				return cb, nil
+			})
+			pluginMux.Handle("plugin.nocb", func(ctx context.Context, req []byte) ([]byte, error) {
+				return Callback(ctx, req)
+			})
+			host, plugin := peerPair(t, md.mode, hostMux, pluginMux)
+			pluginPeer.Store(plugin)
+			ctx := WithCallback(context.Background(), func(ctx context.Context, req []byte) ([]byte, error) {
+				return bytes.ToUpper(req), nil
+			})
+			got, err := host.Call(ctx, "plugin.outer", []byte("ab"))
+			if err != nil || string(got) != "<AB><AB>" {
+				t.Fatalf("nested callbacks: %q %v", got, err)
+			}
+			if _, err := host.Call(context.Background(), "plugin.nocb", nil); !errors.Is(err, ErrUnknownMethod) {
+				t.Fatalf("callback without one attached: %v", err)
+			}
+			if _, err := Callback(context.Background(), nil); !errors.Is(err, ErrNoCallback) {
+				t.Fatalf("Callback outside a handler: %v", err)
+			}
+		})
+	}
+}
+
+type counter struct {
+	n      int
+	closed *atomic.Int32
+}
+
+func (c *counter) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+	switch method {
+	case "add":
+		c.n += len(req)
+		return []byte(fmt.Sprint(c.n)), nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnknownMethod, method)
+}
+
+func (c *counter) Close() error { c.closed.Add(1); return nil }
+
+func TestObjects(t *testing.T) {
+	var closed atomic.Int32
+	m := NewMux()
+	m.HandleType("counter", func(ctx context.Context, args []byte) (Object, error) {
+		return &counter{n: len(args), closed: &closed}, nil
+	})
+	host, plugin := peerPair(t, transport.ModeShm, nil, m)
+	ctx := context.Background()
+	a, err := host.New(ctx, "counter", []byte("xx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := host.New(ctx, "counter", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Call(ctx, "add", []byte("abc")); err != nil || string(got) != "5" {
+		t.Fatalf("a.add: %q %v", got, err)
+	}
+	if got, err := b.Call(ctx, "add", []byte("a")); err != nil || string(got) != "1" {
+		t.Fatalf("b.add: %q %v", got, err)
+	}
+	if _, err := a.Call(ctx, "nope", nil); !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("unknown object method: %v", err)
+	}
+	if _, err := host.New(ctx, "nosuchtype", nil); !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("unknown type: %v", err)
+	}
+	if err := a.Destroy(ctx); err != nil || closed.Load() != 1 {
+		t.Fatalf("destroy: %v, closed %d", err, closed.Load())
+	}
+	if _, err := a.Call(ctx, "add", nil); !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("call after destroy: %v", err)
+	}
+	// A forged handle is refused.
+	forged := &Handle{p: host, id: 999, typ: "counter"}
+	var e *Error
+	if _, err := forged.Call(ctx, "add", nil); !errors.As(err, &e) || e.Code != CodeNotFound {
+		t.Fatalf("forged handle: %v", err)
+	}
+	// Disconnecting releases the rest.
+	host.Close()
+	<-plugin.Done()
+	waitFor(t, 2*time.Second, func() bool { return closed.Load() == 2 }, "objects released on disconnect")
+	if !errors.Is(plugin.Err(), ErrPeerGone) {
+		t.Fatalf("plugin.Err after the host closed: %v", plugin.Err())
+	}
+}
+
+func TestCloseFailsCallsInFlight(t *testing.T) {
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			host, plugin := peerPair(t, md.mode, nil, echoMux())
+			errs := make(chan error, 4)
+			for range 4 {
+				go func() {
+					_, err := host.Call(context.Background(), "hang", nil)
+					errs <- err
+				}()
+			}
+			time.Sleep(50 * time.Millisecond)
+			plugin.Close()
+			for range 4 {
+				select {
+				case err := <-errs:
+					if !errors.Is(err, ErrPeerGone) {
+						t.Fatalf("in-flight call: %v, want ErrPeerGone", err)
+					}
+				case <-time.After(2 * time.Second):
+					t.Fatal("in-flight call did not fail within 2s of the peer closing")
+				}
+			}
+			if _, err := host.Call(context.Background(), "echo", nil); !errors.Is(err, ErrPeerGone) {
+				t.Fatalf("call after the peer closed: %v", err)
+			}
+			if _, err := plugin.Call(context.Background(), "echo", nil); !errors.Is(err, ErrClosed) {
+				t.Fatalf("call after Close: %v", err)
+			}
+		})
+	}
+}
+
+func TestShutdownDrains(t *testing.T) {
+	release := make(chan struct{})
+	m := NewMux()
+	m.Handle("slow", func(ctx context.Context, req []byte) ([]byte, error) {
+		<-release
+		return []byte("done"), nil
+	})
+	host, plugin := peerPair(t, transport.ModeShm, nil, m)
+	res := make(chan error, 1)
+	go func() {
+		got, err := host.Call(context.Background(), "slow", nil)
+		if err == nil && string(got) != "done" {
+			err = fmt.Errorf("got %q", got)
+		}
+		res <- err
+	}()
+	time.Sleep(30 * time.Millisecond)
+	sd := make(chan error, 1)
+	go func() { sd <- plugin.Shutdown(context.Background()) }()
+	waitFor(t, time.Second, func() bool { return host.peerLeft.Load() }, "goaway reaching the host")
+	if _, err := host.Call(context.Background(), "slow", nil); !errors.Is(err, ErrGoAway) {
+		t.Fatalf("new call after goaway: %v", err)
+	}
+	close(release)
+	if err := <-res; err != nil {
+		t.Fatalf("call in flight during Shutdown: %v", err)
+	}
+	if err := <-sd; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	<-host.Done()
+
+	// A Shutdown whose deadline passes closes anyway.
+	h2, p2 := peerPair(t, transport.ModeShm, nil, echoMux())
+	go h2.Call(context.Background(), "hang", nil)
+	time.Sleep(30 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p2.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown past its deadline: %v", err)
+	}
+}
+
+// TestConcurrentCallsWithCancellation: 10,000 calls from 64 goroutines with
+// random deadlines and cancellations; every call returns its result or a
+// deadline/cancel error, and no goroutine is left behind.
+func TestConcurrentCallsWithCancellation(t *testing.T) {
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			m := NewMux()
+			m.Handle("work", func(ctx context.Context, req []byte) ([]byte, error) {
+				d := time.Duration(req[0]) * 10 * time.Microsecond
+				if d == 0 {
+					return req, nil
+				}
+				select {
+				case <-time.After(d):
+					return req, nil
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			})
+			before := runtime.NumGoroutine()
+			host, plugin := peerPair(t, md.mode, nil, m)
+			var ok, deadline, cancelled atomic.Int64
+			var wg sync.WaitGroup
+			for g := range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(uint64(g), 1))
+					for i := range 10000 / 64 {
+						req := []byte{byte(r.IntN(40)), byte(g), byte(i)}
+						ctx, cancel := context.Background(), context.CancelFunc(func() {})
+						switch r.IntN(4) {
+						case 0:
+							ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(300))*time.Microsecond)
+						case 1:
+							ctx, cancel = context.WithCancel(ctx)
+							time.AfterFunc(time.Duration(r.IntN(300))*time.Microsecond, cancel)
+						}
+						got, err := host.Call(ctx, "work", req)
+						cancel()
+						switch {
+						case err == nil:
+							if !bytes.Equal(got, req) {
+								t.Errorf("got %v, want %v", got, req)
+							}
+							ok.Add(1)
+						case errors.Is(err, context.DeadlineExceeded):
+							deadline.Add(1)
+						case errors.Is(err, context.Canceled):
+							cancelled.Add(1)
+						default:
+							t.Errorf("call: %v", err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			t.Logf("ok %d, deadline %d, cancelled %d", ok.Load(), deadline.Load(), cancelled.Load())
+			if ok.Load() == 0 || deadline.Load()+cancelled.Load() == 0 {
+				t.Fatalf("want both successes and abandoned calls: ok %d, deadline %d, cancelled %d", ok.Load(), deadline.Load(), cancelled.Load())
+			}
+			waitFor(t, 2*time.Second, func() bool {
+				plugin.mu.Lock()
+				defer plugin.mu.Unlock()
+				return len(plugin.serving) == 0
+			}, "every handler finished")
+			host.Close()
+			plugin.Close()
+			waitFor(t, 3*time.Second, func() bool { return runtime.NumGoroutine() <= before+1 }, "no goroutines left behind")
+		})
+	}
+}
+
+func waitFor(t testing.TB, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("timed out after %v waiting for %s\n%s", d, what, buf[:n])
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
