@@ -79,8 +79,8 @@ type Peer struct {
 	inlineStart  atomic.Int64 // nanotime at which the running inline handler started; 0: none
 	inlineMethod atomic.Pointer[method]
 
-	leaving  atomic.Bool // we sent goaway: refuse new incoming calls, make no new ones
-	peerLeft atomic.Bool // the peer sent goaway: make no new calls
+	leaving  atomic.Bool  // we sent goaway: refuse new incoming calls, make no new ones
+	peerLeft atomic.Bool  // the peer sent goaway: make no new calls
 	active   atomic.Int64 // incoming calls being served
 
 	done chan struct{}
