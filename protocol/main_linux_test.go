@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -73,3 +74,5 @@ func peerPair(t testing.TB, mode transport.Mode, hostMux, pluginMux *Mux) (host,
 
 // quiet discards the logs of tests that provoke errors on purpose.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

@@ -1,0 +1,104 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+)
+
+// Cross-process RPC benchmarks: the parent calls "echo" on a child process
+// serving over shared memory or framed Unix; rawunix is a hand-written
+// length-prefix echo over the same kind of socket, in the same run.
+//
+//	go test -run '^$' -bench 'Call' -benchmem -count 6 ./protocol
+
+var benchSizes = []struct {
+	name string
+	n    int
+}{{"10B", 10}, {"1KiB", 1 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}}
+
+func BenchmarkCall(b *testing.B) {
+	for _, mode := range []string{"shm", "framed"} {
+		b.Run("transport="+mode, func(b *testing.B) {
+			p, _ := peerWithChild(b, mode)
+			for _, sz := range benchSizes {
+				req := bytes.Repeat([]byte{'x'}, sz.n)
+				b.Run("form=bytes/size="+sz.name, func(b *testing.B) {
+					ctx := context.Background()
+					b.SetBytes(int64(sz.n))
+					b.ReportAllocs()
+					for b.Loop() {
+						if _, err := p.Call(ctx, "echo", req); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+				b.Run("form=into/size="+sz.name, func(b *testing.B) {
+					ctx := context.Background()
+					dst := make([]byte, 0, sz.n)
+					b.SetBytes(int64(sz.n))
+					b.ReportAllocs()
+					for b.Loop() {
+						out, err := p.CallInto(ctx, "echo0", req, dst[:0])
+						if err != nil || len(out) != sz.n {
+							b.Fatal(len(out), err)
+						}
+					}
+				})
+			}
+		})
+	}
+	b.Run("transport=rawunix", func(b *testing.B) {
+		ch := startChild(b, "rawecho", "")
+		for _, sz := range benchSizes {
+			b.Run("form=bytes/size="+sz.name, func(b *testing.B) {
+				req := bytes.Repeat([]byte{'x'}, sz.n)
+				out := make([]byte, sz.n)
+				var hdr [4]byte
+				b.SetBytes(int64(sz.n))
+				b.ReportAllocs()
+				for b.Loop() {
+					binary.LittleEndian.PutUint32(hdr[:], uint32(sz.n))
+					bufs := net.Buffers{hdr[:], req}
+					if _, err := bufs.WriteTo(ch.nc); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(ch.nc, hdr[:]); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(ch.nc, out); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	})
+}
+
+// BenchmarkParallelCalls: 8 concurrent callers on one connection; calls/s is
+// the total.
+func BenchmarkParallelCalls(b *testing.B) {
+	for _, mode := range []string{"shm", "framed"} {
+		b.Run("transport="+mode+"/callers=8/size=10B", func(b *testing.B) {
+			p, _ := peerWithChild(b, mode)
+			req := bytes.Repeat([]byte{'x'}, 10)
+			b.SetBytes(10)
+			b.ReportAllocs()
+			b.SetParallelism(4) // x GOMAXPROCS=2: 8 callers
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				dst := make([]byte, 0, 16)
+				for pb.Next() {
+					if _, err := p.CallInto(ctx, "echo0", req, dst[:0]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+		})
+	}
+}
