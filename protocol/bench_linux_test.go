@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/ringwire/ringwire/transport"
 )
 
 // Cross-process RPC benchmarks: the parent calls "echo" on a child process
@@ -30,23 +32,45 @@ func BenchmarkCall(b *testing.B) {
 					ctx := context.Background()
 					b.SetBytes(int64(sz.n))
 					b.ReportAllocs()
+					s0 := p.Stats()
 					for b.Loop() {
 						if _, err := p.Call(ctx, "echo", req); err != nil {
 							b.Fatal(err)
 						}
 					}
+					reportWaits(b, p, s0)
+				})
+				b.Run("form=view/size="+sz.name, func(b *testing.B) {
+					ctx := context.Background()
+					b.SetBytes(int64(sz.n))
+					b.ReportAllocs()
+					s0 := p.Stats()
+					check := func(r []byte) error {
+						if len(r) != sz.n {
+							return io.ErrShortBuffer
+						}
+						return nil
+					}
+					for b.Loop() {
+						if err := p.CallView(ctx, "echoview", req, check); err != nil {
+							b.Fatal(err)
+						}
+					}
+					reportWaits(b, p, s0)
 				})
 				b.Run("form=into/size="+sz.name, func(b *testing.B) {
 					ctx := context.Background()
 					dst := make([]byte, 0, sz.n)
 					b.SetBytes(int64(sz.n))
 					b.ReportAllocs()
+					s0 := p.Stats()
 					for b.Loop() {
 						out, err := p.CallInto(ctx, "echo0", req, dst[:0])
 						if err != nil || len(out) != sz.n {
 							b.Fatal(len(out), err)
 						}
 					}
+					reportWaits(b, p, s0)
 				})
 			}
 		})
@@ -99,6 +123,54 @@ func BenchmarkParallelCalls(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+		})
+	}
+}
+
+// reportWaits reports the caller side's futex sleeps and wake-ups per call:
+// 0 while both sides keep up.
+func reportWaits(b *testing.B, p *Peer, s0 transport.Stats) {
+	s := p.Stats()
+	if p.Info().Kind != transport.KindShm || b.N == 0 {
+		return
+	}
+	b.ReportMetric(float64(s.Parks-s0.Parks)/float64(b.N), "parks/op")
+	b.ReportMetric(float64(s.Wakes-s0.Wakes)/float64(b.N), "wakes/op")
+}
+
+// BenchmarkPing: a round trip through the peer's reading loop, no handler.
+func BenchmarkPing(b *testing.B) {
+	p, _ := peerWithChild(b, "shm")
+	ctx := context.Background()
+	b.ReportAllocs()
+	s0 := p.Stats()
+	for b.Loop() {
+		if err := p.Ping(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportWaits(b, p, s0)
+}
+
+// BenchmarkConnEcho: the bare transport round trip in the same harness, the
+// floor under every RPC figure.
+func BenchmarkConnEcho(b *testing.B) {
+	c, _ := connWithChild(b, "connecho", "shm")
+	defer c.Close()
+	for _, sz := range benchSizes {
+		b.Run("size="+sz.name, func(b *testing.B) {
+			msg := make([]byte, sz.n)
+			b.SetBytes(int64(sz.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.Send(1, msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Recv(); err != nil {
+					b.Fatal(err)
+				}
+				c.Release()
+			}
 		})
 	}
 }

@@ -17,6 +17,7 @@ type handlerCtx struct {
 	id       uint64
 	trace    string
 	deadline time.Time // zero: none
+	view     bool      // a view handler's: it may not call its peer
 
 	mu    sync.Mutex
 	done  chan struct{} // created on first Done()

@@ -26,6 +26,9 @@ var (
 	// ErrNoCallback: Callback was used outside a call that carries a
 	// call-scoped callback.
 	ErrNoCallback = errors.New("protocol: no callback for this call")
+	// ErrViewCall: a view handler (Mux.HandleView) tried to call its peer;
+	// it holds the connection's reading side, so it cannot.
+	ErrViewCall = errors.New("protocol: a view handler cannot call its peer")
 )
 
 // Code classifies an error that crosses the wire. The values follow gRPC's

@@ -86,6 +86,7 @@ type method struct {
 	name string
 	h    Handler
 	rh   ReplyHandler
+	view bool // h gets the request in the connection's memory
 	// avg is a moving average of the handler's run time in nanoseconds; slow
 	// marks a method whose inline run outlasted the guard (it runs on its own
 	// goroutine for the next slowRuns calls).
@@ -132,6 +133,17 @@ func (m *Mux) add(name string, e *method) {
 // 255 bytes) or duplicate name, like http.ServeMux.
 func (m *Mux) Handle(name string, h Handler) {
 	m.add(name, &method{name: name, h: h})
+}
+
+// HandleView registers h for method name as a view handler: req is the
+// request in the connection's memory itself (shared memory on shm: the peer
+// can change it, copy what you validate), and h may return req or part of it
+// as its reply, so an echo copies its payload once each way. h runs on the
+// goroutine that reads the connection and holds it meanwhile: it must be
+// short, must not block, and cannot call the peer (such calls fail with
+// ErrViewCall). Use Handle for anything else.
+func (m *Mux) HandleView(name string, h Handler) {
+	m.add(name, &method{name: name, h: h, view: true})
 }
 
 // HandleReply registers the zero-copy handler h for method name.

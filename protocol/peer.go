@@ -21,9 +21,6 @@ const (
 	// hand-off (a wake-up of another thread costs 20-45 µs on the machines
 	// this was measured on).
 	DefaultInlineMax = 20 * time.Microsecond
-	// inlineBodyMax bounds the requests served inline: a bigger one is
-	// worth a goroutine of its own.
-	inlineBodyMax = 64 << 10
 	// linger is how long the background reader leaves the connection to
 	// callers that read their own replies before it reads it itself.
 	linger = time.Millisecond
@@ -94,6 +91,10 @@ type call struct {
 	reply []byte
 	err   error
 	cb    Handler
+	// CallView: fn sees the reply; pooled holds a copy when another
+	// goroutine read it.
+	fn     func([]byte) error
+	pooled *[]byte
 }
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan struct{}, 1)} }}
@@ -214,10 +215,20 @@ func (p *Peer) CallInto(ctx context.Context, method string, req, dst []byte) ([]
 	return p.call(ctx, 0, 0, method, req, dst)
 }
 
+// CallView is Call that hands the reply to f instead of returning it. When the
+// calling goroutine reads its own reply (the usual case for sequential calls)
+// f sees the connection's memory itself, with no copy; reply is valid only
+// until f returns (and on shared memory the peer can still change it: copy
+// what you validate). f's error is CallView's.
+func (p *Peer) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
+	_, err := p.callFn(ctx, 0, 0, method, req, nil, f)
+	return err
+}
+
 // Ping sends a ping and waits for the peer's pong: a round trip through the
 // peer's reading loop (not through a handler).
 func (p *Peer) Ping(ctx context.Context) error {
-	c, id, err := p.register(ctx, nil, nil)
+	c, id, err := p.register(ctx, nil, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -240,7 +251,7 @@ func (p *Peer) usable() error {
 }
 
 // register allocates a call id and records c as waiting for it.
-func (p *Peer) register(ctx context.Context, dst []byte, cb Handler) (*call, uint64, error) {
+func (p *Peer) register(ctx context.Context, dst []byte, cb Handler, fn func([]byte) error) (*call, uint64, error) {
 	if err := p.usable(); err != nil {
 		return nil, 0, err
 	}
@@ -253,7 +264,7 @@ func (p *Peer) register(ctx context.Context, dst []byte, cb Handler) (*call, uin
 	default:
 	}
 	c.done.Store(false)
-	c.dst, c.reply, c.err, c.cb = dst, nil, nil, cb
+	c.dst, c.reply, c.err, c.cb, c.fn, c.pooled = dst, nil, nil, cb, fn, nil
 	id := p.nextID.Add(1)
 	p.mu.Lock()
 	if p.err != nil {
@@ -285,6 +296,13 @@ func (p *Peer) forget(id uint64, c *call) bool {
 }
 
 func (p *Peer) call(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte) ([]byte, error) {
+	return p.callFn(ctx, flags, aux, method, req, dst, nil)
+}
+
+func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte, fn func([]byte) error) ([]byte, error) {
+	if hc, ok := ctx.Value(callKey{}).(*handlerCtx); ok && hc.view && hc.peer == p {
+		return nil, ErrViewCall
+	}
 	if len(method) > maxMethod {
 		return nil, fmt.Errorf("%w: method name of %d bytes (at most %d)", ErrTooLarge, len(method), maxMethod)
 	}
@@ -302,14 +320,14 @@ func (p *Peer) call(ctx context.Context, flags uint8, aux uint64, method string,
 		return nil, fmt.Errorf("%w: %d-byte call, the connection's limit is %d", ErrTooLarge, size, p.maxMsg)
 	}
 	cb, _ := ctx.Value(callbackKey{}).(Handler)
-	c, id, err := p.register(ctx, dst, cb)
+	c, id, err := p.register(ctx, dst, cb, fn)
 	if err != nil {
 		return nil, err
 	}
-	b := getBuf()
-	*b = appendCall((*b)[:0], id, timeout, aux, flags, trace, method, req)
-	err = p.conn.Send(kindCall, *b)
-	putBuf(b)
+	hb := getBuf()
+	*hb = appendCall((*hb)[:0], id, timeout, aux, flags, trace, method, nil)
+	err = transport.SendParts(p.conn, kindCall, *hb, req)
+	putBuf(hb)
 	if err != nil {
 		p.forget(id, c)
 		return nil, p.sendErr(err)
@@ -335,10 +353,17 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 		}
 	}
 	err := c.err
+	if c.pooled != nil {
+		if err == nil {
+			err = c.fn(c.reply)
+		}
+		putBuf(c.pooled)
+		c.pooled = nil
+	}
 	if reply != nil {
 		*reply = c.reply
 	}
-	c.dst, c.reply, c.cb = nil, nil, nil
+	c.dst, c.reply, c.cb, c.fn = nil, nil, nil, nil
 	callPool.Put(c)
 	return err
 }
@@ -389,9 +414,16 @@ func (p *Peer) kickReader() { _ = p.conn.SetReadDeadline(time.Now()) }
 
 // release gives the reading token back; if callers are waiting for answers,
 // the background reader takes it at once.
+//
+// No caller is left without a reader: a waiter increments waiters (after its
+// call was counted in npending) and then re-checks reading; release stores
+// reading and then loads waiters and npending. Go's atomics are sequentially
+// consistent, so either the waiter sees the token free and takes it, or
+// release sees the waiter and its unanswered call and wakes the background
+// reader.
 func (p *Peer) release() {
 	p.reading.Store(0)
-	if p.waiters.Load() > 0 {
+	if p.waiters.Load() > 0 && p.npending.Load() > 0 {
 		select {
 		case p.bgWake <- struct{}{}:
 		default:
@@ -405,8 +437,13 @@ func (p *Peer) background() {
 	t := time.NewTimer(linger)
 	defer t.Stop()
 	for {
-		if p.reading.CompareAndSwap(0, 1) {
-			p.read(nil, nil)
+		if p.reading.CompareAndSwap(0, 1) && p.read(nil, nil) {
+			// It yielded to a caller that reads its own replies: leave the
+			// connection to it for a while.
+			select {
+			case <-p.bgWake:
+			default:
+			}
 		}
 		select {
 		case <-p.done:
@@ -429,19 +466,23 @@ func (p *Peer) background() {
 }
 
 // read reads and dispatches messages while holding the token: until c is
-// answered or ctx ends (a caller), or until a caller wants the token (the
-// background reader, c == nil). It returns without the token.
-func (p *Peer) read(ctx context.Context, c *call) {
+// answered or ctx ends (a caller), or until a caller wants the token and
+// every call has been answered (the background reader, c == nil; it then
+// reports true). It returns without the token.
+func (p *Peer) read(ctx context.Context, c *call) (yielded bool) {
 	for {
 		if c != nil {
 			if c.done.Load() || ctx.Err() != nil {
 				p.release()
-				return
+				return false
 			}
-		} else if p.wantRead.Load() && p.npending.Load() <= 1 {
+		} else if p.wantRead.Load() && p.npending.Load() == 0 {
+			// Sequential calls: the caller that found us reading will
+			// read its next reply itself. Nobody is waiting, so nobody
+			// needs waking.
 			p.wantRead.Store(false)
-			p.release()
-			return
+			p.reading.Store(0)
+			return true
 		}
 		m, err := p.conn.Recv()
 		if err != nil {
@@ -451,17 +492,18 @@ func (p *Peer) read(ctx context.Context, c *call) {
 			}
 			p.fail(err)
 			p.release()
-			return
+			return false
 		}
-		if !p.dispatch(m) {
-			return
+		if !p.dispatch(m, c) {
+			return false
 		}
 	}
 }
 
 // dispatch handles one message. It returns false if it gave the reading
 // token away (an inline handler ran and someone else went on reading).
-func (p *Peer) dispatch(m transport.Message) bool {
+// mine is the reading caller's own call (nil for the background reader).
+func (p *Peer) dispatch(m transport.Message, mine *call) bool {
 	switch m.Type {
 	case kindReply, kindError, kindPong:
 		id, body, err := parseID(m.Data)
@@ -469,7 +511,7 @@ func (p *Peer) dispatch(m transport.Message) bool {
 			p.corrupt(err)
 			return true
 		}
-		p.deliver(id, m.Type, body)
+		p.deliver(id, m.Type, body, mine)
 	case kindCall:
 		return p.incoming(m.Data)
 	case kindCancel:
@@ -506,7 +548,7 @@ func (p *Peer) dispatch(m transport.Message) bool {
 
 // deliver hands an answer to the call waiting for it. Answers to calls that
 // were abandoned (or never made) are dropped.
-func (p *Peer) deliver(id uint64, kind uint16, body []byte) {
+func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call) {
 	p.mu.Lock()
 	c := p.calls[id]
 	if c != nil {
@@ -519,7 +561,17 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte) {
 	p.npending.Add(-1)
 	switch kind {
 	case kindReply:
-		if c.dst != nil {
+		if c.fn != nil {
+			if c == mine {
+				// The caller reads its own reply: it sees the
+				// connection's memory itself, no copy.
+				c.err = c.fn(body)
+			} else {
+				c.pooled = getBuf()
+				*c.pooled = append((*c.pooled)[:0], body...)
+				c.reply = *c.pooled
+			}
+		} else if c.dst != nil {
 			c.reply = append(c.dst, body...)
 		} else if len(body) > 0 {
 			c.reply = append([]byte(nil), body...)
@@ -570,6 +622,9 @@ func (p *Peer) incoming(data []byte) bool {
 			return true
 		}
 	}
+	if meth != nil && meth.view {
+		return p.serveView(meth, h)
+	}
 	hc := &handlerCtx{parent: p.base, peer: p, id: h.id}
 	if h.timeout > 0 {
 		hc.deadline = time.Now().Add(time.Duration(h.timeout))
@@ -591,7 +646,7 @@ func (p *Peer) incoming(data []byte) bool {
 	p.serving[h.id] = hc
 	p.mu.Unlock()
 	job := serveJob{hc: hc, meth: meth, cb: cb, flags: h.flags, aux: h.aux, name: name, req: req}
-	if meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax && len(h.body) <= inlineBodyMax {
+	if meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax {
 		// Run it here. The token is given back meanwhile, so a handler
 		// that calls back into the peer can read its own answer, and the
 		// guard can start another reader if this handler turns out slow.
@@ -608,6 +663,21 @@ func (p *Peer) incoming(data []byte) bool {
 	return true
 }
 
+// serveView runs a view handler on the reading goroutine, on the request in
+// the connection's memory, holding the token (and the message) throughout.
+func (p *Peer) serveView(meth *method, h callHeader) bool {
+	hc := &handlerCtx{parent: p.base, peer: p, id: h.id, view: true}
+	if h.timeout > 0 {
+		hc.deadline = time.Now().Add(time.Duration(h.timeout))
+	}
+	if len(h.trace) > 0 {
+		hc.trace = string(h.trace)
+	}
+	p.active.Add(1)
+	p.serve(serveJob{hc: hc, meth: meth, view: h.body})
+	return true
+}
+
 type serveJob struct {
 	hc    *handlerCtx
 	meth  *method
@@ -616,6 +686,7 @@ type serveJob struct {
 	aux   uint64
 	name  string
 	req   *[]byte
+	view  []byte // the request of a view handler, in the connection's memory
 }
 
 var replyPool = sync.Pool{New: func() any { return &Reply{b: make([]byte, 0, 512)} }}
@@ -636,10 +707,15 @@ func (p *Peer) serve(j serveJob) {
 		delete(p.serving, id)
 		p.mu.Unlock()
 		j.hc.cancel(context.Canceled)
-		putBuf(j.req)
+		if j.req != nil {
+			putBuf(j.req)
+		}
 		p.active.Add(-1)
 	}()
-	req := *j.req
+	req := j.view
+	if j.req != nil {
+		req = *j.req
+	}
 	var out []byte
 	var err error
 	switch {
@@ -648,7 +724,7 @@ func (p *Peer) serve(j serveJob) {
 		r.b = appendID(r.b[:0], id)
 		r.base = idSize
 		if err = j.meth.rh(j.hc, req, r); err == nil {
-			p.sendReply(r.b)
+			p.sendReply(r.b, nil)
 		}
 		if cap(r.b) <= 4<<20 {
 			replyPool.Put(r)
@@ -667,10 +743,10 @@ func (p *Peer) serve(j serveJob) {
 		p.sendError(id, toError(err))
 		return
 	}
-	b := getBuf()
-	*b = append(appendID((*b)[:0], id), out...)
-	p.sendReply(*b)
-	putBuf(b)
+	hb := getBuf()
+	*hb = appendID((*hb)[:0], id)
+	p.sendReply(*hb, out)
+	putBuf(hb)
 }
 
 func (j *serveJob) methodName() string {
@@ -680,10 +756,10 @@ func (j *serveJob) methodName() string {
 	return j.name
 }
 
-func (p *Peer) sendReply(msg []byte) {
-	if err := p.conn.Send(kindReply, msg); err != nil {
+func (p *Peer) sendReply(head, body []byte) {
+	if err := transport.SendParts(p.conn, kindReply, head, body); err != nil {
 		if errors.Is(err, transport.ErrTooLarge) {
-			p.sendError(p.idOf(msg), &Error{Code: CodeResourceExhaust, Message: err.Error()})
+			p.sendError(p.idOf(head), &Error{Code: CodeResourceExhaust, Message: err.Error()})
 		}
 	}
 }

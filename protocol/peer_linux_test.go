@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +27,12 @@ func echoMux() *Mux {
 	m.HandleReply("echo0", func(ctx context.Context, req []byte, w *Reply) error {
 		w.Write(req)
 		return nil
+	})
+	m.HandleView("echoview", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
+	m.HandleView("viewcalls", func(ctx context.Context, req []byte) ([]byte, error) {
+		p, _ := PeerFromContext(ctx)
+		_, err := p.Call(ctx, "anything", nil)
+		return nil, err
 	})
 	m.Handle("fail", func(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, &Error{Code: CodeInvalidArgument, Message: "bad " + string(req), Details: []byte{1, 2}}
@@ -60,6 +67,13 @@ func TestCallBasics(t *testing.T) {
 						t.Fatalf("%s %d bytes: got %d bytes, %v", m, size, len(got), err)
 					}
 				}
+				var viewed []byte
+				if err := host.CallView(ctx, "echoview", req, func(r []byte) error {
+					viewed = append([]byte(nil), r...)
+					return nil
+				}); err != nil || !bytes.Equal(viewed, req) {
+					t.Fatalf("CallView %d: %d bytes, %v", size, len(viewed), err)
+				}
 				dst := make([]byte, 3, 3+size)
 				got, err := host.CallInto(ctx, "echo", req, dst)
 				if err != nil || len(got) != 3+size || !bytes.Equal(got[3:], req) {
@@ -67,6 +81,13 @@ func TestCallBasics(t *testing.T) {
 				}
 			}
 
+			if _, err := host.Call(ctx, "viewcalls", nil); err == nil || !strings.Contains(err.Error(), ErrViewCall.Error()) {
+				t.Fatalf("a view handler calling its peer: %v", err)
+			}
+			errF := errors.New("f failed")
+			if err := host.CallView(ctx, "echo", []byte("x"), func([]byte) error { return errF }); err != errF {
+				t.Fatalf("CallView returns f's error: %v", err)
+			}
 			_, err := host.Call(ctx, "fail", []byte("x"))
 			var e *Error
 			if !errors.As(err, &e) || e.Code != CodeInvalidArgument || e.Message != "bad x" || !bytes.Equal(e.Details, []byte{1, 2}) {

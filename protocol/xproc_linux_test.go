@@ -53,6 +53,17 @@ func runChild(role string) int {
 		fmt.Fprintln(os.Stderr, "child: handshake:", err)
 		return 2
 	}
+	if role == "connecho" {
+		for {
+			m, err := c.Recv()
+			if err != nil {
+				return 0
+			}
+			if err := c.Send(m.Type, m.Data); err != nil {
+				return 0
+			}
+		}
+	}
 	p := NewPeer(c, Options{Mux: echoMux(), Logger: slog.New(slog.DiscardHandler)})
 	<-p.Done()
 	return 0
@@ -123,7 +134,16 @@ func startChild(t testing.TB, role, mode string) *child {
 // peerWithChild starts a serving child and returns the parent's Peer.
 func peerWithChild(t testing.TB, mode string) (*Peer, *child) {
 	t.Helper()
-	ch := startChild(t, "serve", mode)
+	c, ch := connWithChild(t, "serve", mode)
+	p := NewPeer(c, Options{Logger: quiet})
+	t.Cleanup(func() { p.Close() })
+	return p, ch
+}
+
+// connWithChild starts a child in role and returns the parent's Conn.
+func connWithChild(t testing.TB, role, mode string) (transport.Conn, *child) {
+	t.Helper()
+	ch := startChild(t, role, mode)
 	m := transport.ModeShm
 	if mode == "framed" {
 		m = transport.ModeFramed
@@ -134,9 +154,7 @@ func peerWithChild(t testing.TB, mode string) (*Peer, *child) {
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	p := NewPeer(c, Options{Logger: quiet})
-	t.Cleanup(func() { p.Close() })
-	return p, ch
+	return c, ch
 }
 
 // TestCrossProcess: calls, errors and a peer killed mid-call across real

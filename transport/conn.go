@@ -102,6 +102,28 @@ type Conn interface {
 	Stats() Stats
 }
 
+// PartsSender is implemented by Conns that can send one message made of two
+// parts (typically a header and a payload) without the caller joining them:
+// the parts are copied straight into the ring, or written with one writev.
+// Every Conn of this package implements it; SendParts sends through it when
+// available.
+type PartsSender interface {
+	SendParts(typ uint16, head, body []byte) error
+}
+
+// SendParts sends head followed by body as one message on c, without joining
+// them first when c is a PartsSender.
+func SendParts(c Conn, typ uint16, head, body []byte) error {
+	if ps, ok := c.(PartsSender); ok {
+		return ps.SendParts(typ, head, body)
+	}
+	if len(body) == 0 {
+		return c.Send(typ, head)
+	}
+	msg := make([]byte, 0, len(head)+len(body))
+	return c.Send(typ, append(append(msg, head...), body...))
+}
+
 // Info describes a Conn: what the handshake chose and who the peer is.
 type Info struct {
 	Kind        Kind

@@ -406,6 +406,44 @@ func (c *framedConn) Send(typ uint16, data []byte) error {
 	return err
 }
 
+// SendParts sends head and body as one frame: header, head and body go out
+// in one writev. A frame to be compressed is joined first (the codecs take one
+// slice).
+func (c *framedConn) SendParts(typ uint16, head, body []byte) error {
+	n := len(head) + len(body)
+	if c.flag != 0 && n >= c.thresh || len(head) == 0 || len(body) == 0 {
+		if len(head) == 0 {
+			return c.Send(typ, body)
+		}
+		if len(body) == 0 {
+			return c.Send(typ, head)
+		}
+		p := frameGet(n)
+		msg := append(append((*p)[:0], head...), body...)
+		err := c.Send(typ, msg)
+		framePut(p)
+		return err
+	}
+	if err := c.sendErr(); err != nil {
+		return err
+	}
+	if n > c.max {
+		return fmt.Errorf("%w: message of %d bytes, limit %d", ErrTooLarge, n, c.max)
+	}
+	r := c.newReq(1)
+	h := r.hdr[:12]
+	r.msgs++
+	r.raw += n
+	binary.LittleEndian.PutUint32(h[0:], uint32(n))
+	binary.LittleEndian.PutUint16(h[4:], typ)
+	binary.LittleEndian.PutUint16(h[6:], 0)
+	r.bufs = append(r.bufs, h[:frameHeaderLen], head, body)
+	r.wire += frameHeaderLen + n
+	err := c.submit(r)
+	c.freeReq(r)
+	return err
+}
+
 // SendBatch sends msgs in order, queued together so one write carries them.
 // If any message is too large, none is sent.
 func (c *framedConn) SendBatch(msgs []Message) error {

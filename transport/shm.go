@@ -51,6 +51,35 @@ func (c *shmConn) Send(typ uint16, data []byte) error {
 	return convertRingErr(c.end.Tx.Write(typ, data))
 }
 
+// SendParts copies head and body straight into the ring as one record; a
+// message above the ring's record size is joined first and fragmented.
+func (c *shmConn) SendParts(typ uint16, head, body []byte) error {
+	n := len(head) + len(body)
+	if n > c.max {
+		return fmt.Errorf("%w: %d-byte message, the limit is %d", ErrTooLarge, n, c.max)
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	tx := c.end.Tx
+	if n > tx.MaxRecord() {
+		msg := make([]byte, 0, n)
+		return convertRingErr(tx.Write(typ, append(append(msg, head...), body...)))
+	}
+	buf, err := tx.Reserve(n)
+	if err != nil {
+		return convertRingErr(err)
+	}
+	copy(buf[copy(buf, head):], body)
+	if err := tx.Commit(typ, n); err != nil {
+		return convertRingErr(err)
+	}
+	tx.Flush()
+	return nil
+}
+
 // SendBatch stages every message and publishes them with one position store
 // and at most one wake. If it fails part-way, the messages before the failing
 // one have been sent.
