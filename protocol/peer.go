@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,8 @@ type Peer struct {
 	wantRead atomic.Bool  // a caller wanted the token while the background reader held it
 	bgs      atomic.Int32 // background readers alive
 	bgWake   chan struct{}
+
+	handed bool // the reader handed an answer to another goroutine (token holder only)
 
 	inlineStart  atomic.Int64 // nanotime at which the running inline handler started; 0: none
 	inlineMethod atomic.Pointer[method]
@@ -497,6 +500,14 @@ func (p *Peer) read(ctx context.Context, c *call) (yielded bool) {
 		if !p.dispatch(m, c) {
 			return false
 		}
+		if p.handed {
+			// An answer went to a caller parked on its channel, now
+			// runnable on this P (in runnext). Let it run before this
+			// goroutine spins in Recv: otherwise it waits until another
+			// thread wakes up and steals it, tens of microseconds here.
+			p.handed = false
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -585,6 +596,9 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call) {
 		}
 	}
 	c.done.Store(true)
+	if c != mine {
+		p.handed = true
+	}
 	select {
 	case c.ch <- struct{}{}:
 	default:

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 	"time"
@@ -62,6 +63,13 @@ func runChild(role string) int {
 			if err := c.Send(m.Type, m.Data); err != nil {
 				return 0
 			}
+		}
+	}
+	if path := os.Getenv("RINGWIRE_PROTOCOL_TEST_CHILD_CPUPROFILE"); path != "" {
+		// For investigating the serving side of a benchmark.
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
 		}
 	}
 	p := NewPeer(c, Options{Mux: echoMux(), Logger: slog.New(slog.DiscardHandler)})
