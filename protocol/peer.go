@@ -522,7 +522,16 @@ func (p *Peer) dispatch(m transport.Message, mine *call) bool {
 			p.corrupt(err)
 			return true
 		}
-		p.deliver(id, m.Type, body, mine)
+		var rerr *Error
+		if m.Type == kindError {
+			code, msg, details, err := parseErrorBody(body)
+			if err != nil {
+				p.corrupt(fmt.Errorf("%w: %w", ErrCorrupt, err))
+				return true
+			}
+			rerr = &Error{Code: Code(code), Message: msg, Details: details}
+		}
+		p.deliver(id, m.Type, body, mine, rerr)
 	case kindCall:
 		return p.incoming(m.Data)
 	case kindCancel:
@@ -559,7 +568,7 @@ func (p *Peer) dispatch(m transport.Message, mine *call) bool {
 
 // deliver hands an answer to the call waiting for it. Answers to calls that
 // were abandoned (or never made) are dropped.
-func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call) {
+func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call, rerr *Error) {
 	p.mu.Lock()
 	c := p.calls[id]
 	if c != nil {
@@ -588,12 +597,7 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call) {
 			c.reply = append([]byte(nil), body...)
 		}
 	case kindError:
-		code, msg, details, err := parseErrorBody(body)
-		if err != nil {
-			c.err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		} else {
-			c.err = &Error{Code: Code(code), Message: msg, Details: details}
-		}
+		c.err = rerr
 	}
 	c.done.Store(true)
 	if c != mine {

@@ -485,3 +485,63 @@ func waitFor(t testing.TB, d time.Duration, cond func() bool, what string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestHostileMessages: a peer that sends malformed RPC messages gets its
+// connection closed; calls in flight fail with ErrPeerGone wrapping
+// ErrCorrupt; nothing panics.
+func TestHostileMessages(t *testing.T) {
+	cases := []struct {
+		name string
+		typ  uint16
+		data []byte
+	}{
+		{"short call", kindCall, []byte{1, 2, 3}},
+		{"call header overrun", kindCall, func() []byte {
+			b := appendCall(nil, 1, 0, 0, 0, "", "echo", nil)
+			b[25] = 200
+			return b
+		}()},
+		{"unknown flags", kindCall, func() []byte {
+			b := appendCall(nil, 1, 0, 0, 0, "", "echo", nil)
+			b[24] = 0x80
+			return b
+		}()},
+		{"negative timeout", kindCall, appendCall(nil, 1, -5, 0, 0, "", "echo", nil)},
+		{"short reply", kindReply, []byte{1}},
+		{"garbage error body", kindError, append(appendID(nil, 1), 0xde, 0xad, 0xbe, 0xef)},
+		{"short cancel", kindCancel, nil},
+		{"garbage goaway", kindGoAway, []byte("not flatbuffers")},
+		{"unknown type", 0x1234, []byte("x")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := connPair(t, transport.ModeShm)
+			victim := NewPeer(s, Options{Mux: echoMux(), Logger: quiet})
+			defer victim.Close()
+			// A call from the victim to the attacker is in flight when the
+			// garbage arrives: the victim's caller reads it.
+			res := make(chan error, 1)
+			go func() {
+				_, err := victim.Call(context.Background(), "anything", nil)
+				res <- err
+			}()
+			if _, err := c.Recv(); err != nil { // the victim's call
+				t.Fatal(err)
+			}
+			c.Release()
+			if err := c.Send(tc.typ, tc.data); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-res:
+				if !errors.Is(err, ErrPeerGone) || !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("call in flight: %v, want ErrPeerGone and ErrCorrupt", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("the victim did not close within 2s")
+			}
+			<-victim.Done()
+			c.Close()
+		})
+	}
+}

@@ -1,0 +1,136 @@
+package protocol_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/transport"
+)
+
+// connect returns two connected Peers in one process: the listener side
+// serves mux, the dialler side calls (and serves hostMux, for callbacks).
+func connect(name string, mux, hostMux *protocol.Mux) (caller, server *protocol.Peer) {
+	quiet := slog.New(slog.DiscardHandler)
+	addr := fmt.Sprintf("@ringwire-protocol-example-%s-%d", name, os.Getpid())
+	l, err := transport.Listen("unix", addr, &transport.Config{Logger: quiet})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan *protocol.Peer, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			log.Fatal(err)
+		}
+		accepted <- protocol.NewPeer(c, protocol.Options{Mux: mux, Logger: quiet})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := transport.Dial(ctx, "unix", addr, &transport.Config{Logger: quiet})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return protocol.NewPeer(c, protocol.Options{Mux: hostMux, Logger: quiet}), <-accepted
+}
+
+// A Peer serves the methods of its Mux; the other side calls them.
+func ExamplePeer_Call() {
+	mux := protocol.NewMux()
+	mux.Handle("greet", func(ctx context.Context, req []byte) ([]byte, error) {
+		return []byte("hello, " + string(req)), nil
+	})
+	mux.Handle("fail", func(ctx context.Context, req []byte) ([]byte, error) {
+		return nil, protocol.Errorf(protocol.CodeInvalidArgument, "no %s here", req)
+	})
+	caller, server := connect("call", mux, nil)
+	defer server.Close()
+	defer caller.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	reply, err := caller.Call(ctx, "greet", []byte("plugin"))
+	fmt.Println(string(reply), err)
+
+	_, err = caller.Call(ctx, "fail", []byte("cheese"))
+	var e *protocol.Error
+	fmt.Println(errors.As(err, &e), e.Code, e.Message)
+
+	_, err = caller.Call(ctx, "nope", nil)
+	fmt.Println(errors.Is(err, protocol.ErrUnknownMethod))
+	// Output:
+	// hello, plugin <nil>
+	// true invalid argument no cheese here
+	// true
+}
+
+// A handler calls back into its caller, both through the caller's own
+// methods and through a callback scoped to the one call.
+func ExampleCallback() {
+	hostMux := protocol.NewMux()
+	hostMux.Handle("host.log", func(ctx context.Context, req []byte) ([]byte, error) {
+		fmt.Println("host logs:", string(req))
+		return nil, nil
+	})
+	mux := protocol.NewMux()
+	mux.Handle("work", func(ctx context.Context, req []byte) ([]byte, error) {
+		host, _ := protocol.PeerFromContext(ctx)
+		if _, err := host.Call(ctx, "host.log", []byte("working on "+string(req))); err != nil {
+			return nil, err
+		}
+		return protocol.Callback(ctx, req) // ask the caller to finish the job
+	})
+	caller, server := connect("callback", mux, hostMux)
+	defer server.Close()
+	defer caller.Close()
+
+	ctx := protocol.WithCallback(context.Background(), func(ctx context.Context, req []byte) ([]byte, error) {
+		return []byte(strings.ToUpper(string(req))), nil
+	})
+	reply, err := caller.Call(ctx, "work", []byte("job"))
+	fmt.Println(string(reply), err)
+	// Output:
+	// host logs: working on job
+	// JOB <nil>
+}
+
+type counter struct{ n int }
+
+func (c *counter) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+	if method != "add" {
+		return nil, fmt.Errorf("%w: %s", protocol.ErrUnknownMethod, method)
+	}
+	c.n += len(req)
+	return []byte(fmt.Sprint(c.n)), nil
+}
+
+// Remote objects: the peer creates an instance, the caller holds a handle.
+func ExamplePeer_New() {
+	mux := protocol.NewMux()
+	mux.HandleType("counter", func(ctx context.Context, args []byte) (protocol.Object, error) {
+		return &counter{}, nil
+	})
+	caller, server := connect("objects", mux, nil)
+	defer server.Close()
+	defer caller.Close()
+
+	ctx := context.Background()
+	h, err := caller.New(ctx, "counter", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	h.Call(ctx, "add", []byte("abc"))
+	n, _ := h.Call(ctx, "add", []byte("de"))
+	fmt.Println(h.Type(), string(n))
+	fmt.Println(h.Destroy(ctx))
+	// Output:
+	// counter 5
+	// <nil>
+}
