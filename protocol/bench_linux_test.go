@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/ringwire/ringwire/transport"
 )
@@ -105,18 +106,25 @@ func BenchmarkCall(b *testing.B) {
 // BenchmarkParallelCalls: 8 concurrent callers on one connection; calls/s is
 // the total.
 func BenchmarkParallelCalls(b *testing.B) {
-	for _, mode := range []string{"shm", "framed"} {
-		b.Run("transport="+mode+"/callers=8/size=10B", func(b *testing.B) {
+	for _, bc := range []struct{ mode, handler, method string }{
+		{"shm", "inline", "echo0"}, {"shm", "view", "echoview"}, {"framed", "inline", "echo0"},
+	} {
+		mode, method := bc.mode, bc.method
+		b.Run("transport="+mode+"/handler="+bc.handler+"/callers=8/size=10B", func(b *testing.B) {
 			p, _ := peerWithChild(b, mode)
+			shared, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
 			req := bytes.Repeat([]byte{'x'}, 10)
 			b.SetBytes(10)
 			b.ReportAllocs()
 			b.SetParallelism(4) // x GOMAXPROCS=2: 8 callers
 			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
+				// Every caller shares one context with a deadline, as a
+				// request-scoped context would be.
+				ctx := shared
 				dst := make([]byte, 0, 16)
 				for pb.Next() {
-					if _, err := p.CallInto(ctx, "echo0", req, dst[:0]); err != nil {
+					if _, err := p.CallInto(ctx, method, req, dst[:0]); err != nil {
 						b.Error(err)
 						return
 					}

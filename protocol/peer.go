@@ -258,8 +258,8 @@ func (p *Peer) register(ctx context.Context, dst []byte, cb Handler, fn func([]b
 	if err := p.usable(); err != nil {
 		return nil, 0, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
+	if isDone(ctx.Done()) {
+		return nil, 0, ctx.Err()
 	}
 	c := callPool.Get().(*call)
 	select {
@@ -385,7 +385,7 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 		if c.done.Load() {
 			return true
 		}
-		if done != nil && ctx.Err() != nil {
+		if isDone(done) {
 			return false
 		}
 		if p.reading.CompareAndSwap(0, 1) {
@@ -394,7 +394,7 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 				// read deadline in the past.
 				stop = context.AfterFunc(ctx, p.kickReader)
 			}
-			p.read(ctx, c)
+			p.read(done, c)
 			continue
 		}
 		p.wantRead.Store(true)
@@ -408,6 +408,17 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 		case <-done:
 		}
 		p.waiters.Add(-1)
+	}
+}
+
+// isDone reports whether done is closed, without the lock that a
+// context's Err takes (callers sharing one context would contend on it).
+func isDone(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -472,10 +483,10 @@ func (p *Peer) background() {
 // answered or ctx ends (a caller), or until a caller wants the token and
 // every call has been answered (the background reader, c == nil; it then
 // reports true). It returns without the token.
-func (p *Peer) read(ctx context.Context, c *call) (yielded bool) {
+func (p *Peer) read(done <-chan struct{}, c *call) (yielded bool) {
 	for {
 		if c != nil {
-			if c.done.Load() || ctx.Err() != nil {
+			if c.done.Load() || isDone(done) {
 				p.release()
 				return false
 			}
