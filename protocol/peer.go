@@ -76,6 +76,10 @@ type Peer struct {
 
 	handed bool // the reader handed an answer to another goroutine (token holder only)
 
+	kickMu   sync.Mutex
+	kickCtx  context.Context // the context whose end kicks the reader (watch)
+	kickStop func() bool
+
 	inlineStart  atomic.Int64 // nanotime at which the running inline handler started; 0: none
 	inlineMethod atomic.Pointer[method]
 
@@ -375,12 +379,6 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 // the connection itself whenever nobody else does.
 func (p *Peer) await(ctx context.Context, c *call) bool {
 	done := ctx.Done()
-	var stop func() bool
-	defer func() {
-		if stop != nil {
-			stop()
-		}
-	}()
 	for {
 		if c.done.Load() {
 			return true
@@ -389,10 +387,8 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 			return false
 		}
 		if p.reading.CompareAndSwap(0, 1) {
-			if done != nil && stop == nil {
-				// A reader blocked in Recv learns of ctx's end through a
-				// read deadline in the past.
-				stop = context.AfterFunc(ctx, p.kickReader)
+			if done != nil {
+				p.watch(ctx)
 			}
 			p.read(done, c)
 			continue
@@ -420,6 +416,34 @@ func isDone(done <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// watch makes sure that the end of ctx interrupts a reader blocked in Recv
+// (through a read deadline in the past). The registration stays until a
+// reader comes with another context, so callers that keep using one context
+// (a request's, or a long-lived one with a deadline) register once, not once
+// per call: context.AfterFunc allocates and takes the context's lock. A kick
+// for a context whose caller is gone is harmless: readers reset the deadline
+// and re-check their own context.
+func (p *Peer) watch(ctx context.Context) {
+	p.kickMu.Lock()
+	if p.kickCtx != ctx {
+		if p.kickStop != nil {
+			p.kickStop()
+		}
+		p.kickCtx, p.kickStop = ctx, context.AfterFunc(ctx, p.kickReader)
+	}
+	p.kickMu.Unlock()
+}
+
+// unwatch drops the registration (the Peer is closing).
+func (p *Peer) unwatch() {
+	p.kickMu.Lock()
+	if p.kickStop != nil {
+		p.kickStop()
+	}
+	p.kickCtx, p.kickStop = nil, nil
+	p.kickMu.Unlock()
 }
 
 // kickReader makes the goroutine blocked in Recv, if any, return so that it
@@ -900,6 +924,7 @@ func (p *Peer) fail(cause error) {
 	p.mu.Unlock()
 
 	guardRemove(p)
+	p.unwatch()
 	_ = p.conn.Close()
 	p.cancelBase()
 	for _, c := range calls {
