@@ -545,3 +545,28 @@ func TestHostileMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseTellsPeerPromptly: closing a Peer whose connection still holds a
+// received message (the last reply a caller read) ends the other side at
+// once, and a later Recv-less shutdown leaks nothing the test can see.
+func TestCloseTellsPeerPromptly(t *testing.T) {
+	for _, md := range modes {
+		t.Run(md.name, func(t *testing.T) {
+			host, plugin := peerPair(t, md.mode, nil, echoMux())
+			if _, err := host.Call(context.Background(), "echo", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			host.Close()
+			select {
+			case <-plugin.Done():
+				t.Logf("the plugin saw the close after %v", time.Since(start))
+			case <-time.After(time.Second):
+				t.Fatal("the plugin did not notice the host's Close within 1s")
+			}
+			if !errors.Is(plugin.Err(), ErrPeerGone) {
+				t.Fatalf("plugin.Err: %v", plugin.Err())
+			}
+		})
+	}
+}

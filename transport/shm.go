@@ -185,6 +185,9 @@ func (c *shmConn) Close() error {
 		return nil
 	}
 	c.end.Shutdown()
+	// The peer learns of the close now, even if a held message keeps the
+	// rings mapped until its Release.
+	c.end.Hangup()
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	c.recvMu.Lock()

@@ -182,6 +182,16 @@ func (e *End) Shutdown() {
 	_ = e.Rx.Close()
 }
 
+// Hangup tells the peer that this side is gone (a shutdown of the control
+// socket's write side, which the peer's watcher sees as a hang-up) without
+// releasing anything: memory a received message still uses stays mapped
+// until Close.
+func (e *End) Hangup() {
+	if e.conn != nil {
+		_ = e.conn.CloseWrite()
+	}
+}
+
 // Close shuts down, stops the watcher, closes the control socket and unmaps
 // both rings. Call it only after every goroutine using Tx and Rx has returned
 // (Shutdown makes blocked ones return).
