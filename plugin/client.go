@@ -1,0 +1,226 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringwire/ringwire/protocol"
+)
+
+// Client is the host's connection to one plugin: a launched process, an
+// external plugin that connected to a Listener, or a remote plugin the host
+// dialled. Its methods are safe for concurrent use.
+type Client struct {
+	cfg     *Config
+	peer    *protocol.Peer
+	info    Info
+	proc    *process  // nil unless launched
+	live    *liveness // launched: ends the liveness channel
+	started time.Time
+	done    chan struct{}
+
+	stopping atomic.Bool // Stop was called: the end is expected
+	killed   atomic.Bool // Kill was called, or the process died
+}
+
+func newClient(cfg *Config, peer *protocol.Peer, proc *process, live *liveness) *Client {
+	c := &Client{cfg: cfg, peer: peer, info: infoFrom(peer.Info()), proc: proc, live: live, started: time.Now()}
+	if proc == nil {
+		c.done = make(chan struct{})
+		go func() {
+			<-peer.Done()
+			close(c.done)
+		}()
+		return c
+	}
+	c.done = make(chan struct{})
+	go c.watch()
+	return c
+}
+
+// watch ties a launched plugin's process and connection together: when the
+// process exits the connection is closed (even if a grandchild inherited the
+// socket), and a process whose connection ended without a Stop gets
+// StopTimeout to exit before it is killed.
+func (c *Client) watch() {
+	log := c.cfg.Logger
+	select {
+	case <-c.proc.exited:
+	case <-c.peer.Done():
+		c.live.end()
+		if !c.proc.waitExit(c.cfg.StopTimeout) && !c.stopping.Load() {
+			log.Warn("ringwire: plugin connection ended but the process did not exit; killing it",
+				"pid", c.proc.pid, "err", c.peer.Err())
+			c.killed.Store(true)
+			_ = c.proc.kill()
+		}
+	}
+	<-c.proc.exited
+	if !c.stopping.Load() {
+		c.killed.Store(true)
+	}
+	c.peer.Close()
+	c.live.end()
+	if c.stopping.Load() {
+		log.Info("ringwire: plugin exited", "pid", c.proc.pid, "status", exitStatus(c.proc.err))
+	} else {
+		log.Warn("ringwire: plugin exited", "pid", c.proc.pid, "status", exitStatus(c.proc.err))
+	}
+	close(c.done)
+}
+
+// Call invokes method on the plugin (protocol.Peer.Call). When the plugin
+// dies, calls in flight fail with an error matching protocol.ErrPeerGone.
+func (c *Client) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+	out, err := c.peer.Call(ctx, method, req)
+	return out, c.wrap(err)
+}
+
+// CallInto is Call that appends the reply to dst (protocol.Peer.CallInto).
+func (c *Client) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
+	out, err := c.peer.CallInto(ctx, method, req, dst)
+	return out, c.wrap(err)
+}
+
+// New creates a remote object of type typ on the plugin.
+func (c *Client) New(ctx context.Context, typ string, args []byte) (*protocol.Handle, error) {
+	h, err := c.peer.New(ctx, typ, args)
+	return h, c.wrap(err)
+}
+
+// Ping checks that the plugin answers (a round trip through its reading
+// loop, not through a handler).
+func (c *Client) Ping(ctx context.Context) error { return c.wrap(c.peer.Ping(ctx)) }
+
+// wrap makes the end of a plugin that died (or was killed) read as
+// protocol.ErrPeerGone even where this side closed the connection after
+// noticing it.
+func (c *Client) wrap(err error) error {
+	if err != nil && c.killed.Load() && errors.Is(err, protocol.ErrClosed) && !errors.Is(err, protocol.ErrPeerGone) {
+		return fmt.Errorf("%w: plugin %q ended: %w", protocol.ErrPeerGone, c.cfg.Name, err)
+	}
+	return err
+}
+
+// Peer is the underlying RPC connection.
+func (c *Client) Peer() *protocol.Peer { return c.peer }
+
+// Info is what the plugin declared in the handshake: name, version,
+// description, constants, and the negotiated transport.
+func (c *Client) Info() Info { return c.info }
+
+// PID is the launched plugin's process id, or -1 for an external or remote
+// plugin.
+func (c *Client) PID() int {
+	if c.proc == nil {
+		return -1
+	}
+	return c.proc.pid
+}
+
+// Started is when the connection was established.
+func (c *Client) Started() time.Time { return c.started }
+
+// Done is closed when the plugin is gone: a launched plugin's process has
+// exited and been reaped; another plugin's connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Wait waits until Done and returns how the plugin ended: the process's exit
+// error (nil for status 0) for a launched plugin, the connection's error
+// (nil for a close by this side) otherwise.
+func (c *Client) Wait() error {
+	<-c.done
+	if c.proc != nil {
+		return c.proc.err
+	}
+	if err := c.peer.Err(); !errors.Is(err, protocol.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close stops the plugin gracefully: Stop with no deadline but StopTimeout.
+func (c *Client) Close() error { return c.Stop(context.Background()) }
+
+// Stop ends the plugin gracefully within Config.StopTimeout (and ctx): it
+// sends goaway and lets the calls in flight in both directions finish, closes
+// the connection, and waits for the process to exit on its own (a plugin's
+// Serve returns when its connection ends). A process still running when the
+// budget is spent (plus up to half a second for it to see its connection
+// close) gets SIGTERM and, after a short grace, SIGKILL (at once if ctx has
+// ended: then only a moment's grace). The process is always reaped. Stop
+// reports abandoned calls (an error matching context.DeadlineExceeded) and a
+// kill (ErrKilled).
+func (c *Client) Stop(ctx context.Context) error {
+	c.stopping.Store(true)
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
+	defer cancel()
+	var errs []error
+	if err := c.peer.Shutdown(dctx); err != nil {
+		errs = append(errs, fmt.Errorf("plugin %q: calls in flight abandoned: %w", c.cfg.Name, err))
+	}
+	if c.proc == nil {
+		<-c.done
+		return errors.Join(errs...)
+	}
+	select {
+	case <-c.proc.exited:
+	case <-dctx.Done():
+		// The drain used the whole budget, so the connection closed just
+		// now: give the plugin a moment to see it and exit on its own
+		// before it is signalled.
+		if ctx.Err() == nil {
+			c.proc.waitExit(closeSettle)
+		}
+	}
+	if !c.proc.hasExited() {
+		if ctx.Err() == nil {
+			c.cfg.Logger.Warn("ringwire: plugin did not exit after its connection closed; sending SIGTERM", "pid", c.proc.pid)
+			if err := c.proc.terminate(); err == nil && c.proc.waitExit(termGrace(c.cfg.StopTimeout)) {
+				<-c.done
+				return errors.Join(errs...)
+			}
+		} else if c.proc.waitExit(exitSettle) {
+			// The caller is out of time, but the plugin was on its way out.
+			<-c.done
+			return errors.Join(errs...)
+		}
+		c.cfg.Logger.Warn("ringwire: plugin still running; sending SIGKILL", "pid", c.proc.pid)
+		errs = append(errs, fmt.Errorf("%w: plugin %q (process %d)", ErrKilled, c.cfg.Name, c.proc.pid))
+		if err := c.proc.kill(); err != nil {
+			return errors.Join(append(errs, err)...) // not reaped: do not wait for Done
+		}
+	}
+	<-c.done
+	return errors.Join(errs...)
+}
+
+// closeSettle is how long Stop waits for a plugin to exit on its own after a
+// drain that used the whole budget closed its connection: a plugin exits
+// within milliseconds of its connection closing, more on a loaded machine.
+const closeSettle = 500 * time.Millisecond
+
+// termGrace is how long a process gets between SIGTERM and SIGKILL.
+func termGrace(stop time.Duration) time.Duration {
+	return min(max(stop/4, 100*time.Millisecond), 2*time.Second)
+}
+
+// Kill ends the plugin at once: SIGKILL for a launched plugin (waiting until
+// it is reaped), closing the connection otherwise. Calls in flight fail with
+// an error matching protocol.ErrPeerGone.
+func (c *Client) Kill() error {
+	c.killed.Store(true)
+	if c.proc == nil {
+		c.peer.Close()
+		<-c.done
+		return nil
+	}
+	err := c.proc.kill()
+	if err == nil {
+		<-c.done
+	}
+	return err
+}

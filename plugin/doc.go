@@ -1,0 +1,57 @@
+// Package plugin runs ringwire plugins: separate processes that serve RPC
+// methods (a protocol.Mux) to a host program over shared memory, a Unix
+// socket or TCP with mutual TLS.
+//
+// Host side: Launch starts a plugin binary and connects to it; Session
+// supervises one plugin (health pings, restarts with exponential backoff,
+// graceful stop); Registry holds named sessions; Listen accepts external
+// plugins started independently; Connect dials a remote plugin.
+//
+// Plugin side: Serve is the single entry point of every plugin binary. It
+// reads the environment its host prepared and serves the plugin's Mux until
+// the host goes away.
+//
+// # Launching
+//
+// Launch creates a connected Unix socket pair and hands one end to the child
+// as an inherited descriptor (fd 3), with a random token and a magic cookie
+// in the child's environment. The handshake runs on that socket, not on
+// stdout, so anything the plugin prints is harmless: stdout and stderr are
+// captured line by line into the host's slog.Logger (tagged plugin=<name>,
+// stream=stdout|stderr) without a line-length limit. The host runs the
+// listening side of the handshake (transport.Server: it authenticates the
+// token, chooses the transport and creates the shared-memory rings); the
+// plugin runs the dialling side (transport.Client), just as an external
+// plugin dials a host's Listener. On Linux the connection switches to
+// shared memory and the socket stays open as the liveness channel.
+//
+// A launched plugin never outlives its host: on Linux the child gets
+// Pdeathsig=SIGKILL, and on every system Serve returns as soon as the
+// connection to the host ends (its caller then exits).
+//
+// # Modes of Serve
+//
+// Serve picks its mode from the environment:
+//
+//	launched  RINGWIRE_PLUGIN_COOKIE, RINGWIRE_PLUGIN_FD, RINGWIRE_PLUGIN_TOKEN (set by Launch)
+//	external  RINGWIRE_CONNECT=unix:/path or tcp:host:port, RINGWIRE_PLUGIN_TOKEN,
+//	          RINGWIRE_TLS_BUNDLE (tcp: a transport.CA ClientBundle, PEM or a file path)
+//	remote    RINGWIRE_LISTEN=tcp:host:port, RINGWIRE_TLS_BUNDLE (a ServerBundle),
+//	          optional RINGWIRE_PLUGIN_TOKEN
+//
+// Run by hand with none of these, Serve returns ErrNotLaunched with a message
+// saying how the binary is meant to be started, instead of waiting forever.
+// ConnectEnv and ListenEnv build the environment of the last two modes.
+//
+// # Metadata
+//
+// A plugin's name, version, description and constants travel in the
+// handshake: the host reads them from Client.Info without a call.
+//
+// # Platforms
+//
+// Everything works on Linux. Launch works on other Unix systems without
+// Pdeathsig and without shared memory (framed messages on the socket pair);
+// on Windows it returns an error matching ErrUnsupported, while external and
+// remote plugins over TCP work everywhere.
+package plugin

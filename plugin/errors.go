@@ -1,0 +1,43 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+)
+
+// Sentinel errors, matched with errors.Is. Errors from the layers below keep
+// their own sentinels too (protocol.ErrPeerGone, negotiate.ErrContractMismatch,
+// negotiate.ErrUnauthorized, transport.ErrTimeout...).
+var (
+	// ErrNotLaunched: Serve found none of the environment a host sets (the
+	// binary was run by hand).
+	ErrNotLaunched = errors.New("plugin: this program is a ringwire plugin and must be started by its host " +
+		"(or run with RINGWIRE_CONNECT or RINGWIRE_LISTEN set)")
+	// ErrConfig: a Config, ListenConfig, Plugin or environment variable is
+	// unusable.
+	ErrConfig = errors.New("plugin: invalid configuration")
+	// ErrUnsupported: the operation needs a facility this system lacks. It
+	// also matches errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("plugin: not supported on %s: %w", runtime.GOOS, errors.ErrUnsupported)
+	// ErrStartTimeout: the plugin did not start and complete its handshake
+	// within Config.StartTimeout.
+	ErrStartTimeout = errors.New("plugin: start timed out")
+	// ErrExited: the plugin process exited before its handshake completed.
+	ErrExited = errors.New("plugin: process exited")
+	// ErrUnhealthy: the plugin stopped answering health pings.
+	ErrUnhealthy = errors.New("plugin: health check failed")
+	// ErrPluginRestarted: a call was in flight when its plugin died and the
+	// Session restarted it. Such errors also match protocol.ErrPeerGone.
+	ErrPluginRestarted = errors.New("plugin: restarted")
+	// ErrUnavailable: a Session has no running plugin (not started, stopped,
+	// or given up after MaxRestarts), or a call's context ended while it
+	// waited for a restart.
+	ErrUnavailable = errors.New("plugin: unavailable")
+	// ErrKilled: a graceful stop ran out of budget and the plugin was killed.
+	ErrKilled = errors.New("plugin: killed after the stop budget")
+	// ErrClosed: use of a Listener or Client after Close.
+	ErrClosed = errors.New("plugin: closed")
+	// ErrDuplicate: a Registry already holds a session of that name.
+	ErrDuplicate = errors.New("plugin: duplicate name")
+)

@@ -1,0 +1,120 @@
+package plugin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/transport"
+)
+
+// exitSettle is how long a failed launch waits for the child to exit on its
+// own (to report its exit status) before killing it.
+const exitSettle = 100 * time.Millisecond
+
+// Launch starts the plugin binary cfg.Path and connects to it: one
+// unsupervised plugin process (see Session for supervision). The child gets
+// one end of a Unix socket pair as descriptor 3 and a random 256-bit token in
+// its environment (the token, not the uid, authenticates here: SO_PEERCRED on
+// a socket pair names its creator, the host); the host runs the listening side
+// of the handshake on the other end, checks the token and the contract, and
+// serves cfg.Mux to the plugin. Starting and the handshake are bounded by
+// cfg.StartTimeout and ctx; on any failure the child is killed and reaped.
+//
+// The plugin's stdout and stderr are logged line by line (see MaxLogLine).
+// Stop or Close the Client when done; Kill ends it at once.
+func Launch(ctx context.Context, cfg *Config) (*Client, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("%w: nil Config", ErrConfig)
+	}
+	c := cfg.withDefaults()
+	if c.Path == "" {
+		return nil, fmt.Errorf("%w: plugin %q: Launch needs Config.Path", ErrConfig, c.Name)
+	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return launch(ctx, c)
+}
+
+func launch(ctx context.Context, c *Config) (*Client, error) {
+	token := newToken()
+	hostEnd, childEnd, err := socketPair()
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q: %w", c.Name, err)
+	}
+	cmd := exec.Command(c.Path, c.Args...)
+	cmd.Env = childEnv(c.Env, token)
+	cmd.Dir = c.Dir
+	cmd.ExtraFiles = []*os.File{childEnd}
+	setProcAttr(cmd)
+	proc, err := startProcess(cmd, c.Logger, childEnd)
+	if err != nil {
+		hostEnd.Close()
+		return nil, fmt.Errorf("plugin %q: %w", c.Name, err)
+	}
+	c.Logger.Debug("ringwire: plugin process started", "pid", proc.pid, "path", c.Path)
+
+	hctx, cancel := context.WithTimeout(ctx, c.StartTimeout)
+	defer cancel()
+	// A child that dies before its handshake ends the wait at once.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-proc.exited:
+			cancel()
+		case <-stop:
+		}
+	}()
+	live := newLiveness(hostEnd)
+	conn, err := transport.Server(hctx, hostEnd, c.transportConfig([]byte(token)))
+	if err != nil {
+		live.end()
+		exited := proc.waitExit(exitSettle)
+		if kerr := proc.kill(); kerr != nil {
+			c.Logger.Error("ringwire: cannot reap a plugin whose launch failed", "err", kerr)
+		}
+		switch {
+		case refused(err):
+			// The plugin was told why; its exit follows from that.
+		case exited:
+			err = fmt.Errorf("%w before its handshake completed: %w", proc.exitErr(), err)
+		case ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded):
+			err = fmt.Errorf("%w after %v: %w", ErrStartTimeout, c.StartTimeout, err)
+		}
+		return nil, fmt.Errorf("plugin %q: launch: %w", c.Name, err)
+	}
+	peer := protocol.NewPeer(conn, protocol.Options{Mux: c.Mux, Logger: c.Logger})
+	cl := newClient(c, peer, proc, live)
+	in := cl.info
+	c.Logger.Info("ringwire: plugin launched", "pid", proc.pid, "name", in.Name, "version", in.Version,
+		"transport", in.Transport.Kind.String())
+	return cl, nil
+}
+
+// refused reports whether a handshake failed on a decision (contract,
+// token, version, credentials) rather than on the plugin's absence.
+func refused(err error) bool {
+	for _, e := range []error{negotiate.ErrContractMismatch, negotiate.ErrUnauthorized, negotiate.ErrVersion, negotiate.ErrRefused} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// newToken returns 256 random bits, hex encoded (the environment carries
+// text).
+func newToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand aborts the program instead)
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,391 @@
+//go:build linux
+
+package plugin_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ringwire/ringwire/plugin"
+	"github.com/ringwire/ringwire/protocol"
+)
+
+// The test binary doubles as the plugin (and, for one test, as a host): when
+// roleEnv names a role, TestMain runs it instead of the tests.
+const (
+	roleEnv  = "RINGWIRE_PLUGIN_TEST_ROLE"
+	crashEnv = "RINGWIRE_PLUGIN_TEST_CRASH_AFTER" // crash role: exit 3 this long after starting
+)
+
+var roles = map[string]func() int{
+	"echo": func() int { return serve(echoPlugin()) },
+	// noisy prints a 1 MiB line and garbage before serving.
+	"noisy": func() int {
+		os.Stdout.Write(append(bytes.Repeat([]byte{'x'}, bigLine), '\n'))
+		os.Stdout.Write([]byte("bin\x00\xff\xfe\x01ary\n"))
+		os.Stdout.Write([]byte("partial line without newline, "))
+		os.Stderr.Write([]byte("to stderr\r\n"))
+		os.Stdout.Write([]byte("continued\n"))
+		return serve(echoPlugin())
+	},
+	// badtoken presents a token of its own.
+	"badtoken": func() int {
+		os.Setenv(plugin.EnvToken, "not-the-token")
+		return serve(echoPlugin())
+	},
+	// othercontract serves another interface.
+	"othercontract": func() int {
+		p := echoPlugin()
+		p.Schema = []byte("v2")
+		return serve(p)
+	},
+	// crash serves, then exits with status 3 after crashEnv.
+	"crash": func() int {
+		d, _ := time.ParseDuration(os.Getenv(crashEnv))
+		time.AfterFunc(d, func() { os.Exit(3) })
+		return serve(echoPlugin())
+	},
+	// exit dies before serving.
+	"exit": func() int {
+		fmt.Fprintln(os.Stderr, "exit role: giving up before Serve")
+		return 7
+	},
+	// sleep never serves.
+	"sleep": func() int {
+		time.Sleep(time.Minute)
+		return 0
+	},
+	// stubborn ignores SIGTERM and outlives its connection.
+	"stubborn": func() int {
+		signal.Ignore(syscall.SIGTERM)
+		_ = plugin.ServeContext(context.Background(), echoPlugin())
+		for {
+			time.Sleep(time.Hour)
+		}
+	},
+	// host launches an echo plugin, prints its pid and waits to be killed.
+	"host": func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cfg := pluginConfig("echo")
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		c, err := plugin.Launch(ctx, cfg)
+		if err != nil {
+			fmt.Println("ERR", err)
+			return 2
+		}
+		fmt.Println("PID", c.PID())
+		time.Sleep(time.Minute)
+		return 0
+	},
+}
+
+func serve(p *plugin.Plugin) int {
+	if err := plugin.Serve(p); err != nil {
+		fmt.Fprintln(os.Stderr, "plugin:", err)
+		return 1
+	}
+	return 0
+}
+
+const bigLine = 1 << 20
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		f := roles[role]
+		if f == nil {
+			fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
+			os.Exit(2)
+		}
+		os.Exit(f())
+	}
+	code := m.Run()
+	if n := childRaces.Load(); n > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d plugin processes reported data races (their stderr is above)\n", n)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// childRaces counts the data race reports seen in plugin processes' stderr.
+var childRaces atomic.Int32
+
+// checkRace notes a data race report in a plugin's stderr line, and copies
+// the line to the test's stderr.
+func checkRace(stream, line string) {
+	if stream == "stderr" && strings.Contains(line, "WARNING: DATA RACE") {
+		childRaces.Add(1)
+	}
+	if stream == "stderr" && (childRaces.Load() > 0 || os.Getenv("RINGWIRE_PLUGIN_TEST_VERBOSE") != "") {
+		fmt.Fprintln(os.Stderr, "plugin stderr:", line)
+	}
+}
+
+// childOutput is the logger of plugins whose output a test does not
+// examine: it only watches for data race reports.
+var childOutput = slog.New(&recorder{mu: new(sync.Mutex), discard: true})
+
+// echoMux is the test plugins' interface:
+//
+//	echo      returns its request
+//	block     calls the host's "entered", then waits for its context to end
+//	sleep     calls the host's "entered", sleeps the milliseconds its request
+//	          holds (decimal), answers "slept"
+//	pid       returns the plugin's pid (decimal)
+//	callback  calls the host's "hostecho" with its request and returns the answer
+//	counter   (object type) counts calls of "add"
+func echoMux() *protocol.Mux {
+	m := protocol.NewMux()
+	m.Handle("echo", func(_ context.Context, req []byte) ([]byte, error) {
+		return bytes.Clone(req), nil
+	})
+	m.Handle("block", func(ctx context.Context, req []byte) ([]byte, error) {
+		peer, _ := protocol.PeerFromContext(ctx)
+		if _, err := peer.Call(ctx, "entered", nil); err != nil {
+			return nil, err
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	m.Handle("sleep", func(ctx context.Context, req []byte) ([]byte, error) {
+		peer, _ := protocol.PeerFromContext(ctx)
+		if _, err := peer.Call(ctx, "entered", nil); err != nil {
+			return nil, err
+		}
+		ms, _ := strconv.Atoi(string(req))
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return []byte("slept"), nil
+	})
+	m.Handle("pid", func(context.Context, []byte) ([]byte, error) {
+		return strconv.AppendInt(nil, int64(os.Getpid()), 10), nil
+	})
+	m.Handle("callback", func(ctx context.Context, req []byte) ([]byte, error) {
+		peer, _ := protocol.PeerFromContext(ctx)
+		return peer.Call(ctx, "hostecho", req)
+	})
+	m.HandleType("counter", func(context.Context, []byte) (protocol.Object, error) {
+		var n uint64
+		var mu sync.Mutex
+		return protocol.Methods{"add": func(context.Context, []byte) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			n++
+			return binary.LittleEndian.AppendUint64(nil, n), nil
+		}}, nil
+	})
+	return m
+}
+
+func echoPlugin() *plugin.Plugin {
+	return &plugin.Plugin{
+		Name: "echo", Version: "1.2.3", Description: "echoes what it gets",
+		Constants: map[string]string{"greeting": "hello", "answer": "42"},
+		Mux:       echoMux(),
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+}
+
+// echoContract is what a host expects of the test plugins.
+var echoContract = echoMux().Contract()
+
+// pluginConfig launches the test binary in role.
+func pluginConfig(role string, env ...string) *plugin.Config {
+	return &plugin.Config{
+		Name:         role,
+		Path:         os.Args[0],
+		Args:         []string{"-test.run=^$"},
+		Env:          childEnv(role, env...),
+		Contract:     echoContract,
+		StartTimeout: 10 * time.Second,
+		StopTimeout:  2 * time.Second,
+		Logger:       childOutput,
+	}
+}
+
+// childEnv is the environment of test plugins: the race detector (in a
+// -race build) exits at once instead of sleeping a second first.
+func childEnv(role string, env ...string) []string {
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	return append(append(os.Environ(), roleEnv+"="+role, "GORACE="+gorace), env...)
+}
+
+// hostMux serves the plugins' callbacks: "entered" signals entered,
+// "hostecho" returns its request.
+func hostMux(entered chan<- struct{}) *protocol.Mux {
+	m := protocol.NewMux()
+	m.Handle("entered", func(context.Context, []byte) ([]byte, error) {
+		if entered != nil {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+		}
+		return nil, nil
+	})
+	m.Handle("hostecho", func(_ context.Context, req []byte) ([]byte, error) {
+		return append([]byte("host:"), req...), nil
+	})
+	return m
+}
+
+// launch starts a plugin and stops it (killing it if need be) at cleanup.
+func launch(t *testing.T, cfg *plugin.Config) *plugin.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := plugin.Launch(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Launch: %v", err)
+	}
+	t.Cleanup(func() { reap(t, c) })
+	return c
+}
+
+// reap ends c and checks that its process is gone.
+func reap(t *testing.T, c *plugin.Client) {
+	t.Helper()
+	pid := c.PID()
+	_ = c.Kill()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Errorf("plugin %d not reaped 10s after Kill", pid)
+		return
+	}
+	if pid > 0 && !processGone(pid) {
+		t.Errorf("process %d still exists after being reaped", pid)
+	}
+}
+
+// processGone reports whether pid no longer names a live process: it does
+// not exist, or it is a zombie (an orphan whose adopter does not reap).
+func processGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// waitGone waits up to d for pid to disappear.
+func waitGone(pid int, d time.Duration) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if processGone(pid) {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return processGone(pid)
+}
+
+// waitFor polls cond every 5ms for up to d.
+func waitFor(d time.Duration, cond func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if cond() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cond()
+}
+
+// recorder is a slog.Handler that keeps every record, for assertions.
+type recorder struct {
+	mu      *sync.Mutex
+	recs    *[]record
+	attrs   []slog.Attr
+	discard bool // keep nothing (only check for races)
+}
+
+type record struct {
+	Time  time.Time
+	Level slog.Level
+	Msg   string
+	Attrs map[string]string
+}
+
+func newRecorder() *recorder { return &recorder{mu: new(sync.Mutex), recs: new([]record)} }
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	m := map[string]string{}
+	for _, a := range r.attrs {
+		m[a.Key] = a.Value.String()
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		m[a.Key] = a.Value.String()
+		return true
+	})
+	checkRace(m["stream"], rec.Message)
+	if r.discard {
+		return nil
+	}
+	r.mu.Lock()
+	*r.recs = append(*r.recs, record{Time: rec.Time, Level: rec.Level, Msg: rec.Message, Attrs: m})
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorder{mu: r.mu, recs: r.recs, attrs: append(slices.Clone(r.attrs), as...), discard: r.discard}
+}
+
+func (r *recorder) WithGroup(string) slog.Handler { return r }
+
+// records returns the records that match (a nil match takes all).
+func (r *recorder) records(match func(record) bool) []record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []record
+	for _, rec := range *r.recs {
+		if match == nil || match(rec) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// dump writes every record to t's log (for failures).
+func (r *recorder) dump(t *testing.T) {
+	t.Helper()
+	for _, rec := range r.records(nil) {
+		msg := rec.Msg
+		if len(msg) > 200 {
+			msg = msg[:200] + fmt.Sprintf("...(%d bytes)", len(rec.Msg))
+		}
+		t.Logf("%s %s %q %v", rec.Time.Format("15:04:05.000"), rec.Level, msg, rec.Attrs)
+	}
+}
+
+// stateRecords are the "plugin state" records, as "name:state".
+func (r *recorder) states() []string {
+	var out []string
+	for _, rec := range r.records(func(rec record) bool { return rec.Msg == "ringwire: plugin state" }) {
+		out = append(out, rec.Attrs["plugin"]+":"+rec.Attrs["state"])
+	}
+	return out
+}
+
+func slogNew(h slog.Handler) *slog.Logger { return slog.New(h) }

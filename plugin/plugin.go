@@ -1,0 +1,83 @@
+package plugin
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/transport"
+)
+
+// Plugin describes what a plugin binary serves. Pass it to Serve.
+type Plugin struct {
+	// Name, Version and Description describe the plugin to its host, which
+	// reads them from Client.Info without a call.
+	Name, Version, Description string
+	// Constants are exported metadata, also read from Client.Info. Keys
+	// starting with ReservedPrefix are refused.
+	Constants map[string]string
+	// Mux is what the plugin serves (nil: nothing).
+	Mux *protocol.Mux
+	// Schema, if not empty, is mixed into the contract hash: the host's
+	// Config.Contract must be Mux.Contract(Schema) (or protocol.Contract of
+	// the same method and type names and the same Schema); without it,
+	// Mux.Contract().
+	Schema []byte
+	// Logger receives the plugin runtime's messages (nil: slog.Default()).
+	// In a launched plugin, whatever it writes to stdout or stderr ends up in
+	// the host's log.
+	Logger *slog.Logger
+}
+
+func (p *Plugin) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+func (p *Plugin) mux() *protocol.Mux {
+	if p.Mux != nil {
+		return p.Mux
+	}
+	return protocol.NewMux()
+}
+
+// Contract is the contract hash the plugin presents in its handshake; a
+// host's Config.Contract must equal it.
+func (p *Plugin) Contract() []byte {
+	if len(p.Schema) > 0 {
+		return p.mux().Contract(p.Schema)
+	}
+	return p.mux().Contract()
+}
+
+// check validates what the plugin declares.
+func (p *Plugin) check() error {
+	if p == nil {
+		return fmt.Errorf("%w: nil Plugin", ErrConfig)
+	}
+	for k := range p.Constants {
+		if strings.HasPrefix(k, ReservedPrefix) {
+			return fmt.Errorf("%w: constant %q: keys starting with %q are reserved", ErrConfig, k, ReservedPrefix)
+		}
+	}
+	if len(p.Description) > negotiate.MaxConstantValue {
+		return fmt.Errorf("%w: description of %d bytes (at most %d)", ErrConfig, len(p.Description), negotiate.MaxConstantValue)
+	}
+	return nil
+}
+
+// transportConfig is the plugin's side of a handshake.
+func (p *Plugin) transportConfig(token []byte) *transport.Config {
+	return &transport.Config{
+		Name:      p.Name,
+		Version:   p.Version,
+		Constants: p.constants(),
+		Contract:  p.Contract(),
+		Token:     token,
+		Logger:    p.logger(),
+	}
+}

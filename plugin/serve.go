@@ -1,0 +1,249 @@
+package plugin
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/transport"
+)
+
+// drainTimeout bounds how long a plugin asked to stop (its context ended, or
+// SIGTERM) waits for the calls in flight.
+const drainTimeout = 5 * time.Second
+
+// mode is how Serve reaches its host.
+type mode int
+
+const (
+	modeNone     mode = iota
+	modeLaunched      // inherited socket (Launch)
+	modeConnect       // dial a host Listener
+	modeListen        // listen for the host (remote)
+)
+
+// serveEnv is what the environment asks Serve to do.
+type serveEnv struct {
+	mode          mode
+	fd            int
+	token         []byte
+	network, addr string
+	bundle        []byte
+}
+
+func readEnv() (serveEnv, error) {
+	e := serveEnv{token: []byte(os.Getenv(EnvToken))}
+	cookie, fd := os.Getenv(EnvCookie), os.Getenv(EnvFD)
+	connect, listen := os.Getenv(EnvConnect), os.Getenv(EnvListen)
+	var err error
+	switch {
+	case fd != "" || cookie != "":
+		if cookie != CookieValue {
+			return e, fmt.Errorf("%w: %s=%q, want %q: launched by an incompatible host", ErrConfig, EnvCookie, cookie, CookieValue)
+		}
+		e.mode = modeLaunched
+		if e.fd, err = strconv.Atoi(fd); err != nil || e.fd < 0 {
+			return e, fmt.Errorf("%w: %s=%q is not a descriptor number", ErrConfig, EnvFD, fd)
+		}
+	case connect != "" && listen != "":
+		return e, fmt.Errorf("%w: both %s and %s are set", ErrConfig, EnvConnect, EnvListen)
+	case connect != "":
+		e.mode = modeConnect
+		e.network, e.addr, err = parseAddress(EnvConnect, connect)
+	case listen != "":
+		e.mode = modeListen
+		e.network, e.addr, err = parseAddress(EnvListen, listen)
+	default:
+		return e, ErrNotLaunched
+	}
+	if err != nil {
+		return e, err
+	}
+	if e.mode != modeLaunched {
+		if e.bundle, err = tlsBundle(); err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
+// Serve serves p to the host described by the environment (see the package
+// documentation for the modes) and returns when the host goes away; the
+// process should exit then. A launched or connected plugin serves one
+// connection; a listening (remote) plugin serves every host that connects
+// until SIGTERM. SIGTERM (and, when not launched, SIGINT) ends Serve
+// gracefully: calls in flight finish first. A launched plugin ignores SIGINT:
+// a terminal's Ctrl-C reaches the whole process group, and the host decides
+// when its plugins stop.
+//
+// Serve returns nil when the host closed the connection, went away, or a
+// signal asked the plugin to stop; an error when it could not reach or
+// authenticate to its host, and ErrNotLaunched when run by hand.
+func Serve(p *Plugin) error {
+	sigs := []os.Signal{syscall.SIGTERM}
+	if os.Getenv(EnvFD) != "" || os.Getenv(EnvCookie) != "" {
+		signal.Ignore(os.Interrupt)
+	} else {
+		sigs = append(sigs, os.Interrupt)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
+	defer stop()
+	return ServeContext(ctx, p)
+}
+
+// Main serves p (Serve) and exits the process: with status 0 when the host
+// went away or asked the plugin to stop, or with status 1 and the error on
+// stderr otherwise (for instance when the binary is run by hand). It is the
+// whole body of a typical plugin's main function.
+func Main(p *Plugin) {
+	if err := Serve(p); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", filepath.Base(os.Args[0]), err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// ServeContext is Serve without signal handling: it stops gracefully when ctx
+// ends. In launched mode it removes the launch variables from the process's
+// environment once read, so the plugin's own children do not inherit them.
+func ServeContext(ctx context.Context, p *Plugin) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	e, err := readEnv()
+	if err != nil {
+		return err
+	}
+	cfg := p.transportConfig(e.token)
+	log := p.logger()
+	switch e.mode {
+	case modeLaunched:
+		for _, n := range []string{EnvCookie, EnvFD, EnvToken} {
+			os.Unsetenv(n)
+		}
+		nc, err := inheritedConn(e.fd)
+		if err != nil {
+			return err
+		}
+		conn, err := transport.Client(ctx, nc, cfg)
+		if err != nil {
+			return fmt.Errorf("plugin: handshake with the host: %w", err)
+		}
+		return servePeer(ctx, p, conn)
+	case modeConnect:
+		if e.network != "unix" {
+			if cfg.TLS, err = clientTLS(e.bundle); err != nil {
+				return err
+			}
+		}
+		conn, err := transport.Dial(ctx, e.network, e.addr, cfg)
+		if err != nil {
+			return fmt.Errorf("plugin: connecting to the host at %s:%s: %w", e.network, e.addr, err)
+		}
+		log.Info("ringwire: plugin connected to its host", "network", e.network, "addr", e.addr)
+		return servePeer(ctx, p, conn)
+	default: // modeListen
+		if e.network != "unix" {
+			if len(e.bundle) == 0 {
+				return fmt.Errorf("%w: %s on TCP needs %s (a server bundle for mutual TLS)", ErrConfig, EnvListen, EnvTLSBundle)
+			}
+			if cfg.TLS, err = transport.ServerConfigFromBundle(e.bundle); err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrConfig, EnvTLSBundle, err)
+			}
+		}
+		return serveListener(ctx, p, e.network, e.addr, cfg)
+	}
+}
+
+func clientTLS(bundle []byte) (*tls.Config, error) {
+	if len(bundle) == 0 {
+		return nil, fmt.Errorf("%w: %s on TCP needs %s (a client bundle for mutual TLS)", ErrConfig, EnvConnect, EnvTLSBundle)
+	}
+	tc, err := transport.ClientConfigFromBundle(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, EnvTLSBundle, err)
+	}
+	return tc, nil
+}
+
+// servePeer serves one host connection until it ends or ctx does.
+func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
+	peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: p.logger()})
+	select {
+	case <-peer.Done():
+	case <-ctx.Done():
+		drain(peer)
+	}
+	return nil
+}
+
+// drain shuts a connection down gracefully, bounded by drainTimeout.
+func drain(peer *protocol.Peer) {
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	_ = peer.Shutdown(ctx)
+}
+
+// serveListener serves every host that connects to network/addr until ctx
+// ends.
+func serveListener(ctx context.Context, p *Plugin, network, addr string, cfg *transport.Config) error {
+	l, err := transport.Listen(network, addr, cfg)
+	if err != nil {
+		return fmt.Errorf("plugin: %w", err)
+	}
+	log := p.logger()
+	fmt.Fprintf(os.Stdout, "%s %s %s\n", ListeningPrefix, network, l.Addr())
+	log.Info("ringwire: plugin listening", "network", network, "addr", l.Addr().String())
+
+	var (
+		mu    sync.Mutex
+		peers = map[*protocol.Peer]struct{}{}
+		wg    sync.WaitGroup
+	)
+	accepted := make(chan error, 1)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				accepted <- err
+				return
+			}
+			peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: log})
+			mu.Lock()
+			peers[peer] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-peer.Done()
+				mu.Lock()
+				delete(peers, peer)
+				mu.Unlock()
+			}()
+		}
+	}()
+	var result error
+	select {
+	case <-ctx.Done():
+		l.Close()
+		<-accepted // the accept loop has ended: no peer is added from now on
+	case err := <-accepted:
+		l.Close()
+		result = fmt.Errorf("plugin: listener failed: %w", err)
+	}
+	mu.Lock()
+	for peer := range peers {
+		go drain(peer)
+	}
+	mu.Unlock()
+	wg.Wait()
+	return result
+}
