@@ -1,163 +1,199 @@
-// Command echo is ringwire's demo: it starts a copy of itself as a child
-// process, joins it with a pair of shared-memory rings (sealed memfds handed
-// over a Unix socket), sends messages that the child echoes back, and prints
-// the round-trip latency and rate it measured.
+// Command echo is ringwire's demo and the README's first command. It launches
+// a copy of itself as a plugin process (plugin.Launch: a pre-connected Unix
+// socket, a token, then shared-memory rings), prints what was negotiated and
+// what the plugin declared, makes echo calls and prints their latency
+// (p50/p99) and rate, echoes a few large messages, runs concurrent callers,
+// and stops the plugin gracefully.
 //
-// Until the plugin runtime exists this drives the ring layer directly; the
-// child plays the plugin.
-//
-//	go run ./examples/echo [-n 200000] [-size 64] [-big 1048576]
+//	go run ./examples/echo [-n 200000] [-size 10] [-big 1048576] [-callers 8]
 package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/exec"
 	"slices"
+	"sync"
 	"time"
 
-	"github.com/ringwire/ringwire/internal/duplex"
-	"github.com/ringwire/ringwire/ring"
+	"github.com/ringwire/ringwire/plugin"
+	"github.com/ringwire/ringwire/protocol"
 )
 
-const childEnv = "RINGWIRE_ECHO_CHILD"
+// The plugin's side: what it serves and declares.
+func echoPlugin() *plugin.Plugin {
+	mux := protocol.NewMux()
+	// A view handler: the request is read in place and the reply copied
+	// once, straight back into the other ring.
+	mux.HandleView("echo.Echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
+	mux.Handle("echo.Upper", func(ctx context.Context, req []byte) ([]byte, error) {
+		return bytes.ToUpper(req), nil
+	})
+	return &plugin.Plugin{
+		Name: "echo", Version: "1.0.0", Description: "echoes what it is sent",
+		Constants: map[string]string{"max_size": "256MiB"},
+		Mux:       mux,
+	}
+}
 
 func main() {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(child())
+	if plugin.Launched() {
+		plugin.Main(echoPlugin()) // never returns
 	}
-	n := flag.Int("n", 200000, "number of round trips")
-	size := flag.Int("size", 64, "message size in bytes")
-	big := flag.Int("big", 1<<20, "size of the large messages echoed at the end (0: none)")
+	n := flag.Int("n", 200000, "number of sequential echo calls")
+	size := flag.Int("size", 10, "request size in bytes")
+	big := flag.Int("big", 1<<20, "size of the large messages echoed (0: none)")
+	callers := flag.Int("callers", 8, "concurrent callers in the throughput run (0: skip)")
 	flag.Parse()
-	if err := run(*n, *size, *big); err != nil {
+	if err := run(*n, *size, *big, *callers); err != nil {
 		fmt.Fprintln(os.Stderr, "echo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, size, big int) error {
-	if n < 1 || size < 0 || big < 0 {
-		return errors.New("-n must be positive, -size and -big not negative")
+func run(n, size, big, callers int) error {
+	if n < 1 || size < 0 || big < 0 || callers < 0 {
+		return errors.New("-n must be positive; -size, -big and -callers not negative")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	conn, err := duplex.Spawn(cmd)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	client, err := plugin.Launch(ctx, &plugin.Config{
+		Name:     "echo",
+		Path:     self,
+		Contract: echoPlugin().Contract(), // a shared definition in a real host
+		Logger:   log,
+	})
 	if err != nil {
-		return fmt.Errorf("start child: %w", err)
+		return fmt.Errorf("launch: %w", err)
 	}
-	end, err := duplex.Offer(conn, duplex.Config{})
+	defer client.Kill()
+
+	info := client.Info()
+	t := info.Transport
+	fmt.Printf("plugin %s %s (%q), pid %d, constants %v\n", info.Name, info.Version, info.Description, client.PID(), info.Constants)
+	fmt.Printf("transport: %s, compression %s, tls %v, ring %d KiB each way\n", t.Kind, t.Compression, t.TLS, t.RingSize>>10)
+
+	up, err := client.Call(ctx, "echo.Upper", []byte("hello, plugin"))
 	if err != nil {
-		_ = conn.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return fmt.Errorf("offer rings: %w", err)
+		return err
 	}
-	err = measure(end, n, size, big)
-	_ = end.Close() // hangs up: the child sees its peer gone and exits
-	if werr := cmd.Wait(); err == nil && werr != nil {
-		err = fmt.Errorf("child: %w", werr)
-	}
-	return err
-}
+	fmt.Printf("echo.Upper: %s\n", up)
 
-func measure(end *duplex.End, n, size, big int) error {
-	fmt.Printf("transport: shared memory, two %d KiB SPSC rings in sealed memfds, spin-then-futex waits; liveness on the handing-over Unix socket\n",
-		end.Tx.Capacity()>>10)
-	msg := bytes.Repeat([]byte{0xA5}, size)
-	rtts := make([]time.Duration, n)
-	warm := min(n, 10000)
-	end.Rx.SetDeadline(time.Now().Add(time.Minute))
-	for i := range warm {
-		if err := roundTrip(end, uint16(i), msg); err != nil {
-			return err
-		}
+	if err := sequential(ctx, client, n, size); err != nil {
+		return err
 	}
-	start := time.Now()
-	for i := range n {
-		t0 := time.Now()
-		if err := roundTrip(end, uint16(i), msg); err != nil {
-			return err
-		}
-		rtts[i] = time.Since(t0)
-	}
-	total := time.Since(start)
-	slices.Sort(rtts)
-	pct := func(p float64) time.Duration { return rtts[min(len(rtts)-1, int(float64(len(rtts))*p))] }
-	fmt.Printf("%d round trips of %d B: p50 %v  p99 %v  p99.9 %v  max %v\n", n, size, pct(0.50), pct(0.99), pct(0.999), rtts[len(rtts)-1])
-	fmt.Printf("rate: %.0f calls/s (%.3f µs per call including timing)\n", float64(n)/total.Seconds(), float64(total.Microseconds())/float64(n))
-
 	if big > 0 {
-		payload := make([]byte, big)
-		for i := range payload {
-			payload[i] = byte(i * 31)
+		if err := large(ctx, client, big); err != nil {
+			return err
 		}
-		const rounds = 50
-		t0 := time.Now()
-		for i := range rounds {
-			if err := roundTrip(end, uint16(i), payload); err != nil {
-				return err
-			}
-		}
-		d := time.Since(t0)
-		fmt.Printf("%d echoes of %d KiB: %v each, %.2f GB/s each way\n", rounds, big>>10, d/rounds, float64(2*rounds*big)/d.Seconds()/1e9)
 	}
-	tx, rx := end.Tx.Stats(), end.Rx.Stats()
-	fmt.Printf("host side: sent %d messages (%d wake-ups issued), received %d (%d parks)\n", tx.Messages, tx.WakesSent, rx.Messages, rx.Parks)
+	if callers > 0 {
+		if err := concurrent(ctx, client, callers, size); err != nil {
+			return err
+		}
+	}
+	s := client.Peer().Stats()
+	fmt.Printf("host side: %d messages sent, %d received, %d futex wake-ups issued, %d parks\n", s.MessagesSent, s.MessagesRecv, s.Wakes, s.Parks)
+
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stopCancel()
+	if err := client.Stop(stopCtx); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	fmt.Println("plugin stopped")
 	return nil
 }
 
-// roundTrip sends msg and checks that the echo is identical.
-func roundTrip(end *duplex.End, typ uint16, msg []byte) error {
-	if err := end.Tx.Write(typ, msg); err != nil {
-		return fmt.Errorf("send: %w", err)
+// sequential makes n calls one after the other and reports their latency.
+func sequential(ctx context.Context, c *plugin.Client, n, size int) error {
+	req := bytes.Repeat([]byte{'r'}, size)
+	dst := make([]byte, 0, size)
+	rtts := make([]time.Duration, n)
+	start := time.Now()
+	for i := range rtts {
+		t0 := time.Now()
+		out, err := c.CallInto(ctx, "echo.Echo", req, dst[:0])
+		rtts[i] = time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("call %d: %w", i, err)
+		}
+		if !bytes.Equal(out, req) {
+			return fmt.Errorf("call %d: echo differs", i)
+		}
 	}
-	r, err := end.Rx.Peek()
-	if err != nil {
-		return fmt.Errorf("receive: %w", err)
-	}
-	if r.Type != typ || !bytes.Equal(r.Data, msg) {
-		return fmt.Errorf("echo mismatch: type %d, %d bytes", r.Type, len(r.Data))
-	}
-	return end.Rx.Release()
+	total := time.Since(start)
+	slices.Sort(rtts)
+	pct := func(p float64) time.Duration { return rtts[min(len(rtts)-1, int(p*float64(len(rtts))))] }
+	fmt.Printf("%d sequential calls of %d B: p50 %v  p99 %v  p99.9 %v  max %v\n", n, size, pct(0.50), pct(0.99), pct(0.999), rtts[len(rtts)-1])
+	fmt.Printf("rate: %.0f calls/s\n", float64(n)/total.Seconds())
+	return nil
 }
 
-// child echoes every message until the parent hangs up.
-func child() int {
-	conn, err := duplex.Inherited()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "echo child:", err)
-		return 2
+// large echoes messages of big bytes and checks every byte.
+func large(ctx context.Context, c *plugin.Client, big int) error {
+	payload := make([]byte, big)
+	for i := range payload {
+		payload[i] = byte(i * 7)
 	}
-	end, err := duplex.Accept(conn, duplex.Config{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "echo child:", err)
-		return 2
-	}
-	defer end.Close()
-	for {
-		r, err := end.Rx.Peek()
-		if errors.Is(err, ring.ErrPeerGone) {
-			return 0
-		}
+	dst := make([]byte, 0, big)
+	const rounds = 50
+	start := time.Now()
+	for i := range rounds {
+		out, err := c.CallInto(ctx, "echo.Echo", payload, dst[:0])
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "echo child: receive:", err)
-			return 1
+			return fmt.Errorf("large call %d: %w", i, err)
 		}
-		if err := end.Tx.Write(r.Type, r.Data); err != nil {
-			fmt.Fprintln(os.Stderr, "echo child: send:", err)
-			return 1
-		}
-		if err := end.Rx.Release(); err != nil {
-			return 1
+		if !bytes.Equal(out, payload) {
+			return fmt.Errorf("large call %d: echo differs", i)
 		}
 	}
+	d := time.Since(start)
+	fmt.Printf("%d echoes of %d KiB: %v each, %.2f GB/s of payload\n", rounds, big>>10, d/rounds, float64(rounds*big)/d.Seconds()/1e9)
+	return nil
+}
+
+// concurrent runs callers goroutines calling for one second.
+func concurrent(ctx context.Context, c *plugin.Client, callers, size int) error {
+	req := bytes.Repeat([]byte{'c'}, size)
+	var wg sync.WaitGroup
+	counts := make([]int, callers)
+	errs := make([]error, callers)
+	stop := time.Now().Add(time.Second)
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 0, size)
+			for time.Now().Before(stop) {
+				out, err := c.CallInto(ctx, "echo.Echo", req, dst[:0])
+				if err == nil && !bytes.Equal(out, req) {
+					err = errors.New("echo differs")
+				}
+				if err != nil {
+					errs[g] = err
+					return
+				}
+				counts[g]++
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	fmt.Printf("%d concurrent callers: %d calls in 1 s (%.0f calls/s)\n", callers, total, float64(total))
+	return nil
 }
