@@ -50,6 +50,19 @@ func echoMux() *Mux {
 		}
 		return []byte(time.Until(dl).Round(time.Second).String()), nil
 	})
+	m.Handle("work", func(ctx context.Context, req []byte) ([]byte, error) {
+		// req[0] x 10 µs of work that honours cancellation.
+		d := time.Duration(req[0]) * 10 * time.Microsecond
+		if d == 0 {
+			return req, nil
+		}
+		select {
+		case <-time.After(d):
+			return req, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
 	m.Handle("trace", func(ctx context.Context, req []byte) ([]byte, error) { return []byte(Traceparent(ctx)), nil })
 	return m
 }
@@ -406,61 +419,9 @@ func TestShutdownDrains(t *testing.T) {
 func TestConcurrentCallsWithCancellation(t *testing.T) {
 	for _, md := range modes {
 		t.Run(md.name, func(t *testing.T) {
-			m := NewMux()
-			m.Handle("work", func(ctx context.Context, req []byte) ([]byte, error) {
-				d := time.Duration(req[0]) * 10 * time.Microsecond
-				if d == 0 {
-					return req, nil
-				}
-				select {
-				case <-time.After(d):
-					return req, nil
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-			})
 			before := runtime.NumGoroutine()
-			host, plugin := peerPair(t, md.mode, nil, m)
-			var ok, deadline, cancelled atomic.Int64
-			var wg sync.WaitGroup
-			for g := range 64 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r := rand.New(rand.NewPCG(uint64(g), 1))
-					for i := range 10000 / 64 {
-						req := []byte{byte(r.IntN(40)), byte(g), byte(i)}
-						ctx, cancel := context.Background(), context.CancelFunc(func() {})
-						switch r.IntN(4) {
-						case 0:
-							ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(300))*time.Microsecond)
-						case 1:
-							ctx, cancel = context.WithCancel(ctx)
-							time.AfterFunc(time.Duration(r.IntN(300))*time.Microsecond, cancel)
-						}
-						got, err := host.Call(ctx, "work", req)
-						cancel()
-						switch {
-						case err == nil:
-							if !bytes.Equal(got, req) {
-								t.Errorf("got %v, want %v", got, req)
-							}
-							ok.Add(1)
-						case errors.Is(err, context.DeadlineExceeded):
-							deadline.Add(1)
-						case errors.Is(err, context.Canceled):
-							cancelled.Add(1)
-						default:
-							t.Errorf("call: %v", err)
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			t.Logf("ok %d, deadline %d, cancelled %d", ok.Load(), deadline.Load(), cancelled.Load())
-			if ok.Load() == 0 || deadline.Load()+cancelled.Load() == 0 {
-				t.Fatalf("want both successes and abandoned calls: ok %d, deadline %d, cancelled %d", ok.Load(), deadline.Load(), cancelled.Load())
-			}
+			host, plugin := peerPair(t, md.mode, nil, echoMux())
+			hammer(t, host)
 			waitFor(t, 2*time.Second, func() bool {
 				plugin.mu.Lock()
 				defer plugin.mu.Unlock()
@@ -470,6 +431,63 @@ func TestConcurrentCallsWithCancellation(t *testing.T) {
 			plugin.Close()
 			waitFor(t, 3*time.Second, func() bool { return runtime.NumGoroutine() <= before+1 }, "no goroutines left behind")
 		})
+	}
+	// The same across processes: the child serves echoMux.
+	t.Run("shm-process", func(t *testing.T) {
+		before := runtime.NumGoroutine()
+		host, _ := peerWithChild(t, "shm")
+		hammer(t, host)
+		if err := host.Ping(context.Background()); err != nil {
+			t.Fatalf("ping after the storm: %v", err)
+		}
+		host.Close()
+		waitFor(t, 3*time.Second, func() bool { return runtime.NumGoroutine() <= before+1 }, "no goroutines left behind")
+	})
+}
+
+// hammer makes 10,000 calls of "work" from 64 goroutines with random
+// deadlines and cancellations and checks that every call returns its echo or
+// a deadline or cancel error.
+func hammer(t *testing.T, host *Peer) {
+	var ok, deadline, cancelled atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := range 10000 / 64 {
+				req := []byte{byte(r.IntN(40)), byte(g), byte(i)}
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				switch r.IntN(4) {
+				case 0:
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(300))*time.Microsecond)
+				case 1:
+					ctx, cancel = context.WithCancel(ctx)
+					time.AfterFunc(time.Duration(r.IntN(300))*time.Microsecond, cancel)
+				}
+				got, err := host.Call(ctx, "work", req)
+				cancel()
+				switch {
+				case err == nil:
+					if !bytes.Equal(got, req) {
+						t.Errorf("got %v, want %v", got, req)
+					}
+					ok.Add(1)
+				case errors.Is(err, context.DeadlineExceeded):
+					deadline.Add(1)
+				case errors.Is(err, context.Canceled):
+					cancelled.Add(1)
+				default:
+					t.Errorf("call: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("ok %d, deadline %d, cancelled %d", ok.Load(), deadline.Load(), cancelled.Load())
+	if ok.Load() == 0 || deadline.Load()+cancelled.Load() == 0 {
+		t.Fatalf("want both successes and abandoned calls: ok %d, deadline %d, cancelled %d", ok.Load(), deadline.Load(), cancelled.Load())
 	}
 }
 
