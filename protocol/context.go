@@ -27,10 +27,11 @@ type handlerCtx struct {
 }
 
 func (c *handlerCtx) Deadline() (time.Time, bool) {
-	if !c.deadline.IsZero() {
-		return c.deadline, true
+	pd, ok := c.parent.Deadline()
+	if c.deadline.IsZero() || ok && pd.Before(c.deadline) {
+		return pd, ok
 	}
-	return c.parent.Deadline()
+	return c.deadline, true
 }
 
 func (c *handlerCtx) Done() <-chan struct{} {

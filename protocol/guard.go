@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// The guard watches handlers that run on a reading goroutine ("inline"). One
-// that runs longer than guardAfter marks its method slow (its next calls get
-// goroutines of their own) and, if nobody reads the connection meanwhile,
-// starts another reader, so a slow or hung handler stalls its connection for
-// about a millisecond at most. It is one goroutine for the process, ticking
+// The guard watches handlers that run on the background reader ("inline").
+// One that runs longer than guardAfter marks its method slow (its next calls
+// get goroutines of their own) and, whenever nobody reads the connection
+// meanwhile, starts a rescue reader, so a slow or hung handler stalls its
+// connection for about a millisecond at most. It is one goroutine for the process, ticking
 // only while inline handlers have run recently: idle, it costs nothing.
 const (
 	guardTick  = time.Millisecond
@@ -81,18 +81,20 @@ func guardLoop() {
 		now := nanotime()
 		guard.mu.Lock()
 		for p := range guard.peers {
+			// Only the background reader runs handlers inline, one at a
+			// time, so one start time per Peer says it all. An overrun is
+			// looked at on every tick until the handler returns.
 			s := p.inlineStart.Load()
-			if s == 0 || now-s < int64(guardAfter) || !p.inlineStart.CompareAndSwap(s, 0) {
+			if s == 0 || now-s < int64(guardAfter) {
 				continue
 			}
 			if m := p.inlineMethod.Load(); m != nil {
 				m.slow.Store(slowRuns)
 			}
 			// The inline handler gave the token back before it started; if
-			// nobody picked it up, another background reader does.
-			if p.reading.Load() == 0 {
-				p.bgs.Add(1)
-				go p.background()
+			// nobody reads now, a rescue reader does until it returns.
+			if p.reading.Load() == 0 && p.rescuing.CompareAndSwap(false, true) {
+				go p.rescue()
 			}
 		}
 		guard.mu.Unlock()

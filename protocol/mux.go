@@ -97,10 +97,17 @@ type method struct {
 const slowRuns = 64
 
 func (m *method) observe(d int64) {
-	old := m.avg.Load()
-	m.avg.Store(old + (d-old)/8)
-	if m.slow.Load() > 0 {
-		m.slow.Add(-1)
+	for {
+		old := m.avg.Load()
+		if m.avg.CompareAndSwap(old, old+(d-old)/8) {
+			break
+		}
+	}
+	for {
+		n := m.slow.Load()
+		if n <= 0 || m.slow.CompareAndSwap(n, n-1) {
+			break
+		}
 	}
 }
 

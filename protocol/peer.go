@@ -22,6 +22,14 @@ const (
 	// hand-off (a wake-up of another thread costs 20-45 µs on the machines
 	// this was measured on).
 	DefaultInlineMax = 20 * time.Microsecond
+	// DefaultMaxHandlers is Options.MaxHandlers' default.
+	DefaultMaxHandlers = 10000
+	// DefaultMaxObjects is Options.MaxObjects' default.
+	DefaultMaxObjects = 100000
+	// goAwayGrace bounds how long Shutdown waits for the peer to answer its
+	// goaway with one of its own (after which no call of the peer's can
+	// still be on its way).
+	goAwayGrace = time.Second
 	// linger is how long the background reader leaves the connection to
 	// callers that read their own replies before it reads it itself.
 	linger = time.Millisecond
@@ -42,6 +50,13 @@ type Options struct {
 	// Context is the parent of every handler's context (nil: Background);
 	// cancelling it does not close the Peer.
 	Context context.Context
+	// MaxHandlers bounds the peer's calls served at once on goroutines of
+	// their own (0: DefaultMaxHandlers); beyond it calls are refused with
+	// CodeResourceExhaust, so a flood cannot exhaust memory.
+	MaxHandlers int
+	// MaxObjects bounds the objects the peer may hold on this connection
+	// (0: DefaultMaxObjects); New beyond it fails with CodeResourceExhaust.
+	MaxObjects int
 }
 
 // Peer is one end of an RPC connection. Both ends may call and serve. All
@@ -65,13 +80,16 @@ type Peer struct {
 	nextHandle uint64
 	err        error // set once, under mu, when the Peer fails or closes
 
+	maxHandlers int64
+	maxObjects  int
+
 	npending atomic.Int32 // len(calls)
 	// The reading token: whoever swaps reading from 0 to 1 reads the
 	// connection until it gives the token back.
 	reading  atomic.Int32
 	waiters  atomic.Int32 // callers blocked on their call's channel
 	wantRead atomic.Bool  // a caller wanted the token while the background reader held it
-	bgs      atomic.Int32 // background readers alive
+	rescuing atomic.Bool  // a rescue reader runs (see guard.go)
 	bgWake   chan struct{}
 
 	handed bool // the reader handed an answer to another goroutine (token holder only)
@@ -83,9 +101,12 @@ type Peer struct {
 	inlineStart  atomic.Int64 // nanotime at which the running inline handler started; 0: none
 	inlineMethod atomic.Pointer[method]
 
-	leaving  atomic.Bool  // we sent goaway: refuse new incoming calls, make no new ones
-	peerLeft atomic.Bool  // the peer sent goaway: make no new calls
-	active   atomic.Int64 // incoming calls being served
+	leaving  atomic.Bool   // we sent goaway: refuse new incoming calls, make no new ones
+	peerLeft atomic.Bool   // the peer sent goaway: make no new calls
+	peerBye  chan struct{} // closed when the peer's goaway arrives
+	active   atomic.Int64  // incoming calls being served
+	spawned  atomic.Int64  // of which on goroutines of their own
+	lastIn   atomic.Uint64 // the highest call id the peer sent us
 
 	done chan struct{}
 }
@@ -102,6 +123,7 @@ type call struct {
 	// goroutine read it.
 	fn     func([]byte) error
 	pooled *[]byte
+	ping   bool // answered by a pong, not by a reply or an error
 }
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan struct{}, 1)} }}
@@ -133,8 +155,17 @@ func NewPeer(conn transport.Conn, o Options) *Peer {
 	if inl == 0 {
 		inl = int64(DefaultInlineMax)
 	}
+	maxH, maxO := int64(o.MaxHandlers), o.MaxObjects
+	if maxH <= 0 {
+		maxH = DefaultMaxHandlers
+	}
+	if maxO <= 0 {
+		maxO = DefaultMaxObjects
+	}
 	p := &Peer{
 		conn: conn, mux: o.Mux, log: log, inlineMax: inl,
+		maxHandlers: maxH, maxObjects: maxO,
+		peerBye: make(chan struct{}),
 		maxMsg:  conn.Info().MaxMessage,
 		calls:   map[uint64]*call{},
 		serving: map[uint64]*handlerCtx{},
@@ -143,7 +174,6 @@ func NewPeer(conn transport.Conn, o Options) *Peer {
 		done:    make(chan struct{}),
 	}
 	p.base, p.cancelBase = context.WithCancel(parent)
-	p.bgs.Store(1)
 	guardAdd(p)
 	go p.background()
 	return p
@@ -176,33 +206,60 @@ func (p *Peer) Close() error {
 }
 
 // Shutdown ends the connection gracefully: it tells the peer (goaway), makes
-// no new calls, refuses new incoming ones, waits for the calls in flight in
-// both directions to finish, then closes. If ctx ends first it closes anyway
-// and returns ctx's error.
+// no new calls, refuses new incoming ones (callbacks into calls still in
+// flight excepted), waits for the calls in flight in both directions to
+// finish and for the peer's own goaway (up to a second: after it, none of the
+// peer's calls can still be on its way), then closes. If ctx ends first it
+// closes anyway and returns ctx's error. Called from one of this Peer's
+// handlers, it does not wait for that handler.
 func (p *Peer) Shutdown(ctx context.Context) error {
 	if p.leaving.Swap(true) {
-		<-p.done
-		return nil
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	b := getBuf()
-	*b = appendGoAwayBody((*b)[:0], "shutdown", p.nextID.Load())
-	_ = p.conn.Send(kindGoAway, *b)
-	putBuf(b)
+	p.sendGoAway("shutdown")
+	var self int64
+	if hc, ok := ctx.Value(callKey{}).(*handlerCtx); ok && hc.peer == p {
+		self = 1
+	}
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
 	var err error
-	for p.active.Load() > 0 || p.npending.Load() > 0 {
+	grace := time.After(goAwayGrace)
+wait:
+	for {
+		if p.active.Load() <= self && p.npending.Load() == 0 {
+			select {
+			case <-p.peerBye:
+				break wait
+			case <-grace:
+				break wait
+			default:
+			}
+		}
 		select {
 		case <-t.C:
-			continue
+		case <-p.peerBye:
 		case <-p.done:
+			break wait
 		case <-ctx.Done():
 			err = ctx.Err()
+			break wait
 		}
-		break
 	}
 	p.fail(ErrClosed)
 	return err
+}
+
+func (p *Peer) sendGoAway(reason string) {
+	b := getBuf()
+	*b = appendGoAwayBody((*b)[:0], reason, p.lastIn.Load())
+	_ = p.conn.Send(kindGoAway, *b)
+	putBuf(b)
 }
 
 // Call invokes method on the peer with req and returns its reply, a new
@@ -235,7 +292,7 @@ func (p *Peer) CallView(ctx context.Context, method string, req []byte, f func(r
 // Ping sends a ping and waits for the peer's pong: a round trip through the
 // peer's reading loop (not through a handler).
 func (p *Peer) Ping(ctx context.Context) error {
-	c, id, err := p.register(ctx, nil, nil, nil)
+	c, id, err := p.register(ctx, 0, true, nil, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -250,16 +307,25 @@ func (p *Peer) Ping(ctx context.Context) error {
 	return p.finish(ctx, id, c, nil)
 }
 
-func (p *Peer) usable() error {
-	if p.leaving.Load() || p.peerLeft.Load() {
-		return fmt.Errorf("%w: no new calls on this connection", ErrGoAway)
+// usable refuses new calls once either side sent goaway, except the calls
+// that serve a call still in flight: callbacks, and calls made from one of
+// this Peer's handlers.
+func (p *Peer) usable(ctx context.Context, flags uint8) error {
+	if !p.leaving.Load() && !p.peerLeft.Load() {
+		return nil
 	}
-	return nil
+	if flags&flagCallback != 0 {
+		return nil
+	}
+	if hc, ok := ctx.Value(callKey{}).(*handlerCtx); ok && hc.peer == p && hc.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: no new calls on this connection", ErrGoAway)
 }
 
 // register allocates a call id and records c as waiting for it.
-func (p *Peer) register(ctx context.Context, dst []byte, cb Handler, fn func([]byte) error) (*call, uint64, error) {
-	if err := p.usable(); err != nil {
+func (p *Peer) register(ctx context.Context, flags uint8, ping bool, dst []byte, cb Handler, fn func([]byte) error) (*call, uint64, error) {
+	if err := p.usable(ctx, flags); err != nil {
 		return nil, 0, err
 	}
 	if isDone(ctx.Done()) {
@@ -271,13 +337,13 @@ func (p *Peer) register(ctx context.Context, dst []byte, cb Handler, fn func([]b
 	default:
 	}
 	c.done.Store(false)
-	c.dst, c.reply, c.err, c.cb, c.fn, c.pooled = dst, nil, nil, cb, fn, nil
+	c.dst, c.reply, c.err, c.cb, c.fn, c.pooled, c.ping = dst, nil, nil, cb, fn, nil, ping
 	id := p.nextID.Add(1)
 	p.mu.Lock()
 	if p.err != nil {
 		err := p.err
 		p.mu.Unlock()
-		callPool.Put(c)
+		putCall(c)
 		return nil, 0, err
 	}
 	p.calls[id] = c
@@ -297,9 +363,15 @@ func (p *Peer) forget(id uint64, c *call) bool {
 	p.mu.Unlock()
 	if ok {
 		p.npending.Add(-1)
-		callPool.Put(c)
+		putCall(c)
 	}
 	return ok
+}
+
+// putCall returns c to the pool without the caller's buffers and closures.
+func putCall(c *call) {
+	c.dst, c.reply, c.cb, c.fn, c.pooled = nil, nil, nil, nil, nil
+	callPool.Put(c)
 }
 
 func (p *Peer) call(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte) ([]byte, error) {
@@ -327,7 +399,7 @@ func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method strin
 		return nil, fmt.Errorf("%w: %d-byte call, the connection's limit is %d", ErrTooLarge, size, p.maxMsg)
 	}
 	cb, _ := ctx.Value(callbackKey{}).(Handler)
-	c, id, err := p.register(ctx, dst, cb, fn)
+	c, id, err := p.register(ctx, flags, false, dst, cb, fn)
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +462,7 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 			if done != nil {
 				p.watch(ctx)
 			}
-			p.read(done, c)
+			p.read(done, c, asCaller)
 			continue
 		}
 		p.wantRead.Store(true)
@@ -427,7 +499,7 @@ func isDone(done <-chan struct{}) bool {
 // and re-check their own context.
 func (p *Peer) watch(ctx context.Context) {
 	p.kickMu.Lock()
-	if p.kickCtx != ctx {
+	if p.kickCtx != ctx && !isDone(p.done) {
 		if p.kickStop != nil {
 			p.kickStop()
 		}
@@ -461,6 +533,10 @@ func (p *Peer) kickReader() { _ = p.conn.SetReadDeadline(time.Now()) }
 // reader.
 func (p *Peer) release() {
 	p.reading.Store(0)
+	if isDone(p.done) {
+		p.releaseClosed()
+		return
+	}
 	if p.waiters.Load() > 0 && p.npending.Load() > 0 {
 		select {
 		case p.bgWake <- struct{}{}:
@@ -469,13 +545,29 @@ func (p *Peer) release() {
 	}
 }
 
+// releaseClosed hands a closed connection the message it may still hold, so
+// that its memory is released (on shared memory Close defers the unmapping
+// to that Release). It takes the token for good: the Peer reads no more.
+func (p *Peer) releaseClosed() {
+	if p.reading.CompareAndSwap(0, 1) {
+		p.conn.Release()
+	}
+}
+
+// Reader roles: what read may do with what it reads.
+const (
+	asCaller  = iota // a caller waiting for its own answer
+	asPrimary        // the background reader: may run handlers inline
+	asRescue         // started by the guard while an inline handler overruns
+)
+
 // background reads the connection when no caller does: always on a side that
 // only serves, after linger on a side whose callers read their own replies.
 func (p *Peer) background() {
 	t := time.NewTimer(linger)
 	defer t.Stop()
 	for {
-		if p.reading.CompareAndSwap(0, 1) && p.read(nil, nil) {
+		if p.reading.CompareAndSwap(0, 1) && p.read(nil, nil, asPrimary) {
 			// It yielded to a caller that reads its own replies: leave the
 			// connection to it for a while.
 			select {
@@ -483,16 +575,12 @@ func (p *Peer) background() {
 			default:
 			}
 		}
-		select {
-		case <-p.done:
-			p.bgs.Add(-1)
+		if isDone(p.done) {
+			p.releaseClosed()
 			return
-		default:
 		}
-		// A second background reader (started by the guard while the
-		// first ran a slow handler) retires.
-		if n := p.bgs.Load(); n > 1 && p.bgs.CompareAndSwap(n, n-1) {
-			return
+		if p.reading.Load() == 0 && p.waiters.Load() > 0 && p.npending.Load() > 0 {
+			continue // a wake-up may have been drained above: look again
 		}
 		t.Reset(linger)
 		select {
@@ -503,23 +591,55 @@ func (p *Peer) background() {
 	}
 }
 
+// rescue reads the connection while the background reader is stuck in an
+// inline handler that overran (the guard starts it); it dispatches every
+// call to a goroutine and stops once the inline handler has returned.
+func (p *Peer) rescue() {
+	defer func() {
+		p.rescuing.Store(false)
+		select {
+		case p.bgWake <- struct{}{}: // the background reader takes over
+		default:
+		}
+	}()
+	for p.inlineStart.Load() != 0 && !isDone(p.done) {
+		if p.reading.CompareAndSwap(0, 1) {
+			p.read(nil, nil, asRescue)
+			continue
+		}
+		time.Sleep(guardTick)
+	}
+}
+
 // read reads and dispatches messages while holding the token: until c is
 // answered or ctx ends (a caller), or until a caller wants the token and
 // every call has been answered (the background reader, c == nil; it then
 // reports true). It returns without the token.
-func (p *Peer) read(done <-chan struct{}, c *call) (yielded bool) {
+func (p *Peer) read(done <-chan struct{}, c *call, role int) (yielded bool) {
 	for {
-		if c != nil {
+		switch {
+		case isDone(p.done):
+			p.release()
+			return false
+		case role == asCaller:
 			if c.done.Load() || isDone(done) {
 				p.release()
 				return false
 			}
-		} else if p.wantRead.Load() && p.npending.Load() == 0 {
+		case role == asRescue:
+			if p.inlineStart.Load() == 0 {
+				p.release()
+				return false
+			}
+		case p.wantRead.Load() && p.npending.Load() == 0:
 			// Sequential calls: the caller that found us reading will
 			// read its next reply itself. Nobody is waiting, so nobody
 			// needs waking.
 			p.wantRead.Store(false)
 			p.reading.Store(0)
+			if p.waiters.Load() > 0 && p.npending.Load() > 0 && p.reading.CompareAndSwap(0, 1) {
+				continue // a caller came and parked meanwhile: go on reading
+			}
 			return true
 		}
 		m, err := p.conn.Recv()
@@ -532,7 +652,7 @@ func (p *Peer) read(done <-chan struct{}, c *call) (yielded bool) {
 			p.release()
 			return false
 		}
-		if !p.dispatch(m, c) {
+		if !p.dispatch(m, c, role) {
 			return false
 		}
 		if p.handed {
@@ -549,7 +669,7 @@ func (p *Peer) read(done <-chan struct{}, c *call) (yielded bool) {
 // dispatch handles one message. It returns false if it gave the reading
 // token away (an inline handler ran and someone else went on reading).
 // mine is the reading caller's own call (nil for the background reader).
-func (p *Peer) dispatch(m transport.Message, mine *call) bool {
+func (p *Peer) dispatch(m transport.Message, mine *call, role int) bool {
 	switch m.Type {
 	case kindReply, kindError, kindPong:
 		id, body, err := parseID(m.Data)
@@ -568,7 +688,7 @@ func (p *Peer) dispatch(m transport.Message, mine *call) bool {
 		}
 		p.deliver(id, m.Type, body, mine, rerr)
 	case kindCall:
-		return p.incoming(m.Data)
+		return p.incoming(m.Data, role == asPrimary)
 	case kindCancel:
 		id, _, err := parseID(m.Data)
 		if err != nil {
@@ -594,7 +714,14 @@ func (p *Peer) dispatch(m transport.Message, mine *call) bool {
 			p.corrupt(fmt.Errorf("%w: %w", ErrCorrupt, err))
 			return true
 		}
-		p.peerLeft.Store(true)
+		if !p.peerLeft.Swap(true) {
+			close(p.peerBye)
+			// Answer with ours: the peer's Shutdown then knows that none
+			// of our calls is still on its way.
+			if !p.leaving.Load() {
+				p.sendGoAway("peer going away")
+			}
+		}
 	default:
 		p.corrupt(fmt.Errorf("%w: unknown message type %#x", ErrCorrupt, m.Type))
 	}
@@ -614,13 +741,18 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call, rerr *Er
 		return
 	}
 	p.npending.Add(-1)
+	if c.ping != (kind == kindPong) {
+		c.err = fmt.Errorf("%w: answer of type %#x to the wrong kind of request", ErrCorrupt, kind)
+		kind = 0
+		defer p.corrupt(c.err)
+	}
 	switch kind {
 	case kindReply:
 		if c.fn != nil {
 			if c == mine {
 				// The caller reads its own reply: it sees the
 				// connection's memory itself, no copy.
-				c.err = c.fn(body)
+				c.err = callView(c.fn, body)
 			} else {
 				c.pooled = getBuf()
 				*c.pooled = append((*c.pooled)[:0], body...)
@@ -644,14 +776,40 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call, rerr *Er
 	}
 }
 
-// incoming starts serving one call from the peer.
-func (p *Peer) incoming(data []byte) bool {
+// callView runs a CallView function on the reply in place; a panic becomes
+// its error, so the reading token and the message are not left behind.
+func callView(f func([]byte) error, reply []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("protocol: CallView function panicked: %v", r)
+		}
+	}()
+	return f(reply)
+}
+
+// incoming starts serving one call from the peer. Only the background
+// reader (primary) runs handlers inline: a caller reading for its own answer
+// must not be held up by someone else's handler, nor nest handlers on its
+// stack.
+func (p *Peer) incoming(data []byte, primary bool) bool {
 	h, err := parseCall(data)
 	if err != nil {
 		p.corrupt(err)
 		return true
 	}
-	if p.leaving.Load() {
+	if h.id > p.lastIn.Load() {
+		p.lastIn.Store(h.id)
+	}
+	// Counted before the leaving check, so that Shutdown never sees zero
+	// calls in flight between the check and the count.
+	p.active.Add(1)
+	started := false
+	defer func() {
+		if !started {
+			p.active.Add(-1)
+		}
+	}()
+	if p.leaving.Load() && h.flags&flagCallback == 0 {
 		p.sendError(h.id, &Error{Code: CodeUnavailable, Message: "the connection is shutting down"})
 		return true
 	}
@@ -676,7 +834,13 @@ func (p *Peer) incoming(data []byte) bool {
 		}
 	}
 	if meth != nil && meth.view {
+		started = true
 		return p.serveView(meth, h)
+	}
+	inline := primary && meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax
+	if !inline && p.spawned.Load() >= p.maxHandlers {
+		p.sendError(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d calls are being served already", p.maxHandlers)})
+		return true
 	}
 	hc := &handlerCtx{parent: p.base, peer: p, id: h.id}
 	if h.timeout > 0 {
@@ -694,12 +858,18 @@ func (p *Peer) incoming(data []byte) bool {
 	if meth == nil && len(h.method) > 0 {
 		name = string(h.method)
 	}
-	p.active.Add(1)
 	p.mu.Lock()
+	if _, dup := p.serving[h.id]; dup {
+		p.mu.Unlock()
+		putBuf(req)
+		p.corrupt(fmt.Errorf("%w: call id %d is already being served", ErrCorrupt, h.id))
+		return true
+	}
 	p.serving[h.id] = hc
 	p.mu.Unlock()
+	started = true
 	job := serveJob{hc: hc, meth: meth, cb: cb, flags: h.flags, aux: h.aux, name: name, req: req}
-	if meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax {
+	if inline {
 		// Run it here. The token is given back meanwhile, so a handler
 		// that calls back into the peer can read its own answer, and the
 		// guard can start another reader if this handler turns out slow.
@@ -712,7 +882,11 @@ func (p *Peer) incoming(data []byte) bool {
 		p.inlineStart.Store(0)
 		return p.reading.CompareAndSwap(0, 1)
 	}
-	go p.serve(job)
+	p.spawned.Add(1)
+	go func() {
+		defer p.spawned.Add(-1)
+		p.serve(job)
+	}()
 	return true
 }
 
@@ -726,7 +900,6 @@ func (p *Peer) serveView(meth *method, h callHeader) bool {
 	if len(h.trace) > 0 {
 		hc.trace = string(h.trace)
 	}
-	p.active.Add(1)
 	p.serve(serveJob{hc: hc, meth: meth, view: h.body})
 	return true
 }
@@ -837,12 +1010,23 @@ func (p *Peer) object(j serveJob, req []byte) ([]byte, error) {
 		if ctor == nil {
 			return nil, &Error{Code: CodeUnimplemented, Message: fmt.Sprintf("unknown object type %q", j.name)}
 		}
+		p.mu.Lock()
+		full := len(p.objects) >= p.maxObjects
+		p.mu.Unlock()
+		if full {
+			return nil, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("this connection holds %d objects already", p.maxObjects)}
+		}
 		obj, err := ctor(j.hc, req)
 		if err != nil {
 			return nil, err
 		}
 		if obj == nil {
 			return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("constructor of %q returned no object", j.name)}
+		}
+		if err := j.hc.Err(); err != nil {
+			// The caller gave up: nobody would ever learn the handle.
+			closeObject(obj)
+			return nil, err
 		}
 		p.mu.Lock()
 		if p.err != nil {
@@ -942,4 +1126,5 @@ func (p *Peer) fail(cause error) {
 		}
 	}
 	close(p.done)
+	p.releaseClosed()
 }

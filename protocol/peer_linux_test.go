@@ -588,3 +588,249 @@ func TestCloseTellsPeerPromptly(t *testing.T) {
 		})
 	}
 }
+
+// TestRescueReader: while the background reader is stuck in an inline
+// handler, pings and the plugin's own calls to the host are still answered.
+func TestRescueReader(t *testing.T) {
+	release := make(chan struct{})
+	var n atomic.Int32
+	pm := NewMux()
+	pm.Handle("fastthenstuck", func(ctx context.Context, req []byte) ([]byte, error) {
+		if n.Add(1) == 50 {
+			<-release
+		}
+		return req, nil
+	})
+	hm := NewMux()
+	hm.Handle("host.echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
+	host, plugin := peerPair(t, transport.ModeShm, hm, pm)
+	ctx := context.Background()
+	for range 49 {
+		if _, err := host.Call(ctx, "fastthenstuck", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := host.Call(ctx, "fastthenstuck", nil)
+		stuck <- err
+	}()
+	waitFor(t, 2*time.Second, func() bool { return n.Load() == 50 }, "the 50th call running inline")
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if err := host.Ping(tctx); err != nil {
+			t.Fatalf("ping %d while the plugin's reader is stuck: %v", i, err)
+		}
+		if got, err := plugin.Call(tctx, "host.echo", []byte("x")); err != nil || string(got) != "x" {
+			t.Fatalf("plugin call %d while its reader is stuck: %q %v", i, got, err)
+		}
+	}
+	close(release)
+	if err := <-stuck; err != nil {
+		t.Fatal(err)
+	}
+	// And back to normal afterwards.
+	for range 100 {
+		if _, err := host.Call(tctx, "fastthenstuck", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestHandlerAndObjectLimits: a peer that floods calls whose handlers block
+// is refused beyond MaxHandlers; New beyond MaxObjects is refused.
+func TestHandlerAndObjectLimits(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	m := NewMux()
+	m.Handle("block", func(ctx context.Context, req []byte) ([]byte, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	m.HandleType("thing", func(ctx context.Context, args []byte) (Object, error) { return Methods{}, nil })
+	c, s := connPair(t, transport.ModeShm)
+	victim := NewPeer(s, Options{Mux: m, Logger: quiet, MaxHandlers: 20, MaxObjects: 3, InlineMax: -1})
+	defer victim.Close()
+	host := NewPeer(c, Options{Logger: quiet})
+	defer host.Close()
+
+	var wg sync.WaitGroup
+	var exhausted atomic.Int32
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	for range 60 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := host.Call(ctx, "block", nil)
+			var e *Error
+			if errors.As(err, &e) && e.Code == CodeResourceExhaust {
+				exhausted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := exhausted.Load(); got < 40 {
+		t.Fatalf("%d of 60 blocking calls refused with MaxHandlers 20, want at least 40", got)
+	}
+	bg := context.Background()
+	for i := range 3 {
+		if _, err := host.New(bg, "thing", nil); err != nil {
+			t.Fatalf("New %d: %v", i, err)
+		}
+	}
+	var e *Error
+	if _, err := host.New(bg, "thing", nil); !errors.As(err, &e) || e.Code != CodeResourceExhaust {
+		t.Fatalf("New beyond MaxObjects: %v", err)
+	}
+}
+
+// TestCallViewPanics: a panicking CallView function becomes the call's
+// error and the Peer goes on working.
+func TestCallViewPanics(t *testing.T) {
+	host, _ := peerPair(t, transport.ModeShm, nil, echoMux())
+	ctx := context.Background()
+	err := host.CallView(ctx, "echoview", []byte("x"), func([]byte) error { panic("oops") })
+	if err == nil || !strings.Contains(err.Error(), "oops") {
+		t.Fatalf("CallView with a panicking function: %v", err)
+	}
+	if got, err := host.Call(ctx, "echo", []byte("after")); err != nil || string(got) != "after" {
+		t.Fatalf("call after the panic: %q %v", got, err)
+	}
+}
+
+// TestShutdownKeepsCallbacksAndSelf: callbacks into a call in flight still
+// work while the caller shuts down, and Shutdown from inside a handler
+// returns; a second Shutdown honours its context.
+func TestShutdownKeepsCallbacksAndSelf(t *testing.T) {
+	proceed := make(chan struct{})
+	pm := NewMux()
+	pm.Handle("slowcb", func(ctx context.Context, req []byte) ([]byte, error) {
+		<-proceed
+		return Callback(ctx, req)
+	})
+	pm.Handle("stop", func(ctx context.Context, req []byte) ([]byte, error) {
+		p, _ := PeerFromContext(ctx)
+		go func() { // the reply goes out first
+			time.Sleep(10 * time.Millisecond)
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			p.Shutdown(sctx)
+		}()
+		return []byte("stopping"), nil
+	})
+	pm.Handle("stopnow", func(ctx context.Context, req []byte) ([]byte, error) {
+		// Shutdown with the handler's own context: it must not wait for
+		// this very handler.
+		p, _ := PeerFromContext(ctx)
+		return nil, p.Shutdown(ctx)
+	})
+	host, plugin := peerPair(t, transport.ModeShm, nil, pm)
+	res := make(chan error, 1)
+	go func() {
+		ctx := WithCallback(context.Background(), func(ctx context.Context, req []byte) ([]byte, error) {
+			return append([]byte("cb:"), req...), nil
+		})
+		got, err := host.Call(ctx, "slowcb", []byte("x"))
+		if err == nil && string(got) != "cb:x" {
+			err = fmt.Errorf("got %q", got)
+		}
+		res <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	sd := make(chan error, 1)
+	go func() { sd <- host.Shutdown(context.Background()) }()
+	waitFor(t, time.Second, func() bool { return host.leaving.Load() }, "the host leaving")
+	close(proceed)
+	if err := <-res; err != nil {
+		t.Fatalf("a callback during the caller's Shutdown: %v", err)
+	}
+	if err := <-sd; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	<-plugin.Done()
+
+	// Shutdown from a handler's own goroutine tree, and a second Shutdown.
+	h2, p2 := peerPair(t, transport.ModeShm, nil, pm)
+	if got, err := h2.Call(context.Background(), "stop", nil); err != nil || string(got) != "stopping" {
+		t.Fatalf("stop: %q %v", got, err)
+	}
+	select {
+	case <-p2.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("a Shutdown started by a handler did not finish")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := p2.Shutdown(ctx); err != nil {
+		t.Fatalf("a second Shutdown after the end: %v", err)
+	}
+
+	h3, p3 := peerPair(t, transport.ModeShm, nil, pm)
+	start := time.Now()
+	h3.Call(context.Background(), "stopnow", nil) // answered or cut off: either is fine
+	select {
+	case <-p3.Done():
+		t.Logf("Shutdown from inside a handler took %v", time.Since(start))
+	case <-time.After(3 * time.Second):
+		t.Fatal("Shutdown from inside a handler hung")
+	}
+}
+
+// TestWrongAnswerKinds: a pong to a call, or a reply to a ping, closes the
+// connection; so does a call id served twice.
+func TestWrongAnswerKinds(t *testing.T) {
+	t.Run("pong to a call", func(t *testing.T) {
+		c, s := connPair(t, transport.ModeShm)
+		victim := NewPeer(s, Options{Logger: quiet})
+		defer victim.Close()
+		res := make(chan error, 1)
+		go func() {
+			_, err := victim.Call(context.Background(), "x", nil)
+			res <- err
+		}()
+		m, err := c.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, _ := parseID(m.Data)
+		c.Release()
+		c.Send(kindPong, appendID(nil, id))
+		if err := <-res; !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("call answered by a pong: %v", err)
+		}
+		<-victim.Done()
+		c.Close()
+	})
+	t.Run("duplicate call id", func(t *testing.T) {
+		c, s := connPair(t, transport.ModeShm)
+		block := make(chan struct{})
+		defer close(block)
+		m := NewMux()
+		m.Handle("block", func(ctx context.Context, req []byte) ([]byte, error) {
+			select {
+			case <-block:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		})
+		victim := NewPeer(s, Options{Mux: m, Logger: quiet, InlineMax: -1})
+		defer victim.Close()
+		msg := appendCall(nil, 7, 0, 0, 0, "", "block", nil)
+		c.Send(kindCall, msg)
+		c.Send(kindCall, msg)
+		select {
+		case <-victim.Done():
+			if !errors.Is(victim.Err(), ErrCorrupt) {
+				t.Fatalf("victim.Err: %v", victim.Err())
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("a duplicate call id did not close the connection")
+		}
+		c.Close()
+	})
+}
