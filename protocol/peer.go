@@ -298,7 +298,7 @@ func (p *Peer) Ping(ctx context.Context) error {
 	}
 	b := getBuf()
 	*b = appendID((*b)[:0], id)
-	err = p.conn.Send(kindPing, *b)
+	err = p.sendCtx(ctx, kindPing, *b, nil)
 	putBuf(b)
 	if err != nil {
 		p.forget(id, c)
@@ -405,7 +405,7 @@ func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method strin
 	}
 	hb := getBuf()
 	*hb = appendCall((*hb)[:0], id, timeout, aux, flags, trace, method, nil)
-	err = transport.SendParts(p.conn, kindCall, *hb, req)
+	err = p.sendCtx(ctx, kindCall, *hb, req)
 	putBuf(hb)
 	if err != nil {
 		p.forget(id, c)
@@ -476,6 +476,31 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 		case <-done:
 		}
 		p.waiters.Add(-1)
+	}
+}
+
+// sendCtx sends a call (or ping) for a caller: on shared memory, a send that
+// finds no room waits for it only as long as ctx lasts, so a peer that stops
+// reading cannot hold a caller (or a health check) beyond its deadline.
+func (p *Peer) sendCtx(ctx context.Context, typ uint16, head, body []byte) error {
+	done := ctx.Done()
+	ts, ok := p.conn.(transport.TrySender)
+	if done == nil || !ok {
+		return transport.SendParts(p.conn, typ, head, body)
+	}
+	for i := 0; ; i++ {
+		sent, err := ts.TrySendParts(typ, head, body)
+		if sent || err != nil {
+			return err
+		}
+		if isDone(done) {
+			return ctx.Err()
+		}
+		if i < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(50 * time.Microsecond)
+		}
 	}
 }
 

@@ -834,3 +834,39 @@ func TestWrongAnswerKinds(t *testing.T) {
 		c.Close()
 	})
 }
+
+// TestStalledPeer: a peer that stops reading fills our ring; calls and pings
+// with a deadline still return at their deadline instead of hanging in Send.
+func TestStalledPeer(t *testing.T) {
+	c, s := connPair(t, transport.ModeShm) // c never reads
+	defer c.Close()
+	p := NewPeer(s, Options{Logger: quiet})
+	defer p.Close()
+	big := make([]byte, 200<<10)
+	filled := false
+	for i := range 100 { // the 1 MiB ring fills within a few calls
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		start := time.Now()
+		_, err := p.Call(ctx, "x", big)
+		cancel()
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("call %d took %v", i, d)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if p.Stats().MessagesSent < uint64(i+1) {
+			filled = true
+			break
+		}
+	}
+	if !filled {
+		t.Fatal("the ring never filled")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("ping to a stalled peer: %v after %v", err, time.Since(start))
+	}
+}

@@ -111,6 +111,16 @@ type PartsSender interface {
 	SendParts(typ uint16, head, body []byte) error
 }
 
+// TrySender is implemented by Conns that can try to send without waiting for
+// room (the shared-memory Conn): TrySendParts sends head and body as one
+// message and reports true, or reports false without sending anything when
+// the peer has not made room for it yet. A message too large for one record
+// is sent as SendParts sends it, waiting as needed. Callers that must honour
+// a context while the peer is slow (or stops reading) loop on it.
+type TrySender interface {
+	TrySendParts(typ uint16, head, body []byte) (bool, error)
+}
+
 // SendParts sends head followed by body as one message on c, without joining
 // them first when c is a PartsSender.
 func SendParts(c Conn, typ uint16, head, body []byte) error {

@@ -1,12 +1,14 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ringwire/ringwire/internal/duplex"
+	"github.com/ringwire/ringwire/ring"
 )
 
 // shmConn is a Conn over two shared-memory rings (internal/duplex). Senders
@@ -78,6 +80,34 @@ func (c *shmConn) SendParts(typ uint16, head, body []byte) error {
 	}
 	tx.Flush()
 	return nil
+}
+
+// TrySendParts is SendParts that reports false instead of waiting for room
+// (for messages that fit one record; larger ones are sent as SendParts does).
+func (c *shmConn) TrySendParts(typ uint16, head, body []byte) (bool, error) {
+	n := len(head) + len(body)
+	if n > c.end.Tx.MaxRecord() {
+		return true, c.SendParts(typ, head, body)
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.closed.Load() {
+		return false, ErrClosed
+	}
+	tx := c.end.Tx
+	buf, err := tx.TryReserve(n)
+	if errors.Is(err, ring.ErrFull) {
+		return false, nil
+	}
+	if err != nil {
+		return false, convertRingErr(err)
+	}
+	copy(buf[copy(buf, head):], body)
+	if err := tx.Commit(typ, n); err != nil {
+		return false, convertRingErr(err)
+	}
+	tx.Flush()
+	return true, nil
 }
 
 // SendBatch stages every message and publishes them with one position store
