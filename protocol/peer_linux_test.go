@@ -176,29 +176,13 @@ func TestHungHandlerDeadlineAndCancel(t *testing.T) {
 // TestSlowHandlerDoesNotStall: a handler that starts fast and then blocks
 // (so it runs inline) must not hold up other calls for long.
 func TestSlowHandlerDoesNotStall(t *testing.T) {
-	release := make(chan struct{})
-	var calls atomic.Int32
 	m := NewMux()
-	m.Handle("sometimes", func(ctx context.Context, req []byte) ([]byte, error) {
-		if calls.Add(1) == 100 {
-			<-release
-		}
-		return req, nil
-	})
+	sometimes := blockAt(100)
+	m.Handle("sometimes", sometimes.handle)
 	m.Handle("echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
 	host, _ := peerPair(t, transport.ModeShm, nil, m)
 	ctx := context.Background()
-	for range 99 {
-		if _, err := host.Call(ctx, "sometimes", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	blocked := make(chan error, 1)
-	go func() {
-		_, err := host.Call(ctx, "sometimes", nil)
-		blocked <- err
-	}()
-	waitFor(t, 2*time.Second, func() bool { return calls.Load() == 100 }, "the 100th call running")
+	blocked := stickInline(t, host, "sometimes", sometimes)
 	start := time.Now()
 	for range 100 {
 		if _, err := host.Call(ctx, "echo", []byte("x")); err != nil {
@@ -208,10 +192,53 @@ func TestSlowHandlerDoesNotStall(t *testing.T) {
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Fatalf("100 calls behind a blocked inline handler took %v", d)
 	}
-	close(release)
+	sometimes.release()
 	if err := <-blocked; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// blocker is a handler that answers at once except on its nth call, which
+// blocks until release.
+type blocker struct {
+	n, calls atomic.Int32
+	ch       chan struct{}
+	once     sync.Once
+}
+
+func blockAt(n int32) *blocker {
+	b := &blocker{ch: make(chan struct{})}
+	b.n.Store(n)
+	return b
+}
+
+func (b *blocker) handle(ctx context.Context, req []byte) ([]byte, error) {
+	if b.calls.Add(1) == b.n.Load() {
+		<-b.ch
+	}
+	return req, nil
+}
+
+func (b *blocker) release() { b.once.Do(func() { close(b.ch) }) }
+
+// stickInline calls method (served by b) until b's blocking call, so that
+// it runs inline, makes that call from another goroutine, and waits until it
+// is stuck in the handler. The channel gets the stuck call's error.
+func stickInline(t *testing.T, host *Peer, method string, b *blocker) <-chan error {
+	t.Helper()
+	ctx := context.Background()
+	for range b.n.Load() - 1 {
+		if _, err := host.Call(ctx, method, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := host.Call(ctx, method, nil)
+		stuck <- err
+	}()
+	waitFor(t, 2*time.Second, func() bool { return b.calls.Load() == b.n.Load() }, "the blocking call running")
+	return stuck
 }
 
 func TestCallbacks(t *testing.T) {
@@ -592,30 +619,14 @@ func TestCloseTellsPeerPromptly(t *testing.T) {
 // TestRescueReader: while the background reader is stuck in an inline
 // handler, pings and the plugin's own calls to the host are still answered.
 func TestRescueReader(t *testing.T) {
-	release := make(chan struct{})
-	var n atomic.Int32
 	pm := NewMux()
-	pm.Handle("fastthenstuck", func(ctx context.Context, req []byte) ([]byte, error) {
-		if n.Add(1) == 50 {
-			<-release
-		}
-		return req, nil
-	})
+	stuckAt := blockAt(50)
+	pm.Handle("fastthenstuck", stuckAt.handle)
 	hm := NewMux()
 	hm.Handle("host.echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
 	host, plugin := peerPair(t, transport.ModeShm, hm, pm)
 	ctx := context.Background()
-	for range 49 {
-		if _, err := host.Call(ctx, "fastthenstuck", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stuck := make(chan error, 1)
-	go func() {
-		_, err := host.Call(ctx, "fastthenstuck", nil)
-		stuck <- err
-	}()
-	waitFor(t, 2*time.Second, func() bool { return n.Load() == 50 }, "the 50th call running inline")
+	stuck := stickInline(t, host, "fastthenstuck", stuckAt)
 	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for i := range 20 {
@@ -626,7 +637,7 @@ func TestRescueReader(t *testing.T) {
 			t.Fatalf("plugin call %d while its reader is stuck: %q %v", i, got, err)
 		}
 	}
-	close(release)
+	stuckAt.release()
 	if err := <-stuck; err != nil {
 		t.Fatal(err)
 	}
