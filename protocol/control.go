@@ -9,6 +9,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
+	"github.com/ringwire/ringwire/internal/fbverify"
 	"github.com/ringwire/ringwire/protocol/internal/fb"
 )
 
@@ -168,126 +169,79 @@ func (l ctrlLimit) cut(s string) string {
 	return s[:n]
 }
 
-// The Go FlatBuffers runtime has no verifier, and its generated accessors
-// index the buffer directly and re-read every offset from it: a hostile
-// buffer could make them panic, and so could a peer that rewrites shared
-// memory between a check and an accessor. So the control bodies are not read
-// through the accessors: ctrlBuf checks the root table, its vtable and each
-// field it is asked for the way FlatBuffers' C++ Verifier does (inside the
-// buffer, aligned, strings NUL-terminated), reading every offset and length
-// exactly once, and hands out only what it checked. Slot numbers are field
-// indexes in control.fbs. Arithmetic is in uint64 on values below 2^32, so it
-// cannot overflow.
+// The control bodies are not read through the generated accessors, which
+// would panic on a hostile buffer or on memory the peer rewrites: ctrlBuf
+// checks the root table and each field it is asked for with package fbverify,
+// which reads every offset and length once, and adds errCorruptControl and
+// the body's name to its refusals. Slot numbers are field indexes in
+// control.fbs.
 type ctrlBuf struct {
 	b    []byte
-	n    uint64
+	n    uint64 // len(b)
 	what string // "error", "goaway": for the error text
 }
 
-// ctrlTable is a checked table: its position, its vtable's, and their sizes.
+// ctrlTable is a checked table of a ctrlBuf. It holds what, not the
+// ctrlBuf: a pointer beside the buffer would escape with the slices vector
+// returns.
 type ctrlTable struct {
-	v      *ctrlBuf
-	pos    uint64
-	vt     uint64
-	vtLen  uint64
-	tabLen uint64
+	t    fbverify.Table
+	what string
 }
 
 func (v *ctrlBuf) bad(format string, args ...any) error {
 	return fmt.Errorf("%w: %s body: %s", errCorruptControl, v.what, fmt.Sprintf(format, args...))
 }
 
-func (v *ctrlBuf) u16(at uint64) uint64 { return uint64(binary.LittleEndian.Uint16(v.b[at:])) }
-func (v *ctrlBuf) u32(at uint64) uint64 { return uint64(binary.LittleEndian.Uint32(v.b[at:])) }
+// ctrlWrap returns err, an fbverify refusal of the what body or nil, as a
+// control error.
+func ctrlWrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return ctrlWrapErr(what, err)
+}
+
+// ctrlWrapErr is ctrlWrap's error path, apart so that ctrlWrap inlines.
+func ctrlWrapErr(what string, err error) error {
+	return fmt.Errorf("%w: %s body: %w", errCorruptControl, what, err)
+}
+
+func (v *ctrlBuf) buf() fbverify.Buffer { return fbverify.New(v.b[:v.n]) }
 
 // root checks the size of the buffer and its root table.
 func (v *ctrlBuf) root() (ctrlTable, error) {
 	if v.n > maxControlBody {
 		return ctrlTable{}, v.bad("%d bytes, at most %d", v.n, maxControlBody)
 	}
-	if v.n < 4 {
-		return ctrlTable{}, v.bad("%d bytes, too short for a FlatBuffer", v.n)
-	}
-	pos, err := v.offset(0)
-	if err != nil {
-		return ctrlTable{}, err
-	}
-	return v.table(pos)
+	t, err := v.buf().Root()
+	return ctrlTable{t: t, what: v.what}, ctrlWrap(v.what, err)
 }
 
 // offset follows the uoffset stored at at and returns its non-zero target,
-// still to be checked by the caller.
+// still to be checked by the caller. offset and table serve buffers whose
+// root is not at 0, like BenchmarkEnvelope's size-prefixed one.
 func (v *ctrlBuf) offset(at uint64) (uint64, error) {
-	if at%4 != 0 || at+4 > v.n {
-		return 0, v.bad("offset at %d is misaligned or outside the %d-byte buffer", at, v.n)
-	}
-	o := v.u32(at)
-	if o == 0 {
-		return 0, v.bad("zero offset at %d", at)
-	}
-	return at + o, nil
+	pos, err := v.buf().Offset(at)
+	return pos, ctrlWrap(v.what, err)
 }
 
 func (v *ctrlBuf) table(pos uint64) (ctrlTable, error) {
-	if pos%4 != 0 || pos+4 > v.n {
-		return ctrlTable{}, v.bad("table at %d is misaligned or outside the %d-byte buffer", pos, v.n)
-	}
-	vt := int64(pos) - int64(int32(binary.LittleEndian.Uint32(v.b[pos:])))
-	if vt < 0 || vt%2 != 0 || uint64(vt)+4 > v.n {
-		return ctrlTable{}, v.bad("vtable of the table at %d is misaligned or outside the buffer", pos)
-	}
-	t := ctrlTable{v: v, pos: pos, vt: uint64(vt)}
-	t.vtLen, t.tabLen = v.u16(t.vt), v.u16(t.vt+2)
-	if t.vtLen < 4 || t.vtLen%2 != 0 || t.vt+t.vtLen > v.n {
-		return ctrlTable{}, v.bad("vtable at %d has a bad size %d", t.vt, t.vtLen)
-	}
-	if t.tabLen < 4 || pos+t.tabLen > v.n {
-		return ctrlTable{}, v.bad("table at %d has a bad size %d", pos, t.tabLen)
-	}
-	return t, nil
+	t, err := v.buf().Table(pos)
+	return ctrlTable{t: t, what: v.what}, ctrlWrap(v.what, err)
 }
 
 // scalar returns the position of the size-byte field in slot, 0 if the field
 // is absent, after checking that it lies inside the table, aligned.
-func (t ctrlTable) scalar(slot int, size uint64) (uint64, error) {
-	vo := 4 + 2*uint64(slot)
-	if vo+2 > t.vtLen {
-		return 0, nil
-	}
-	fo := t.v.u16(t.vt + vo)
-	if fo == 0 {
-		return 0, nil
-	}
-	at := t.pos + fo
-	if fo < 4 || fo+size > t.tabLen || at%size != 0 {
-		return 0, t.v.bad("field %d of the table at %d is misplaced", slot, t.pos)
-	}
-	return at, nil
+func (t *ctrlTable) scalar(slot int, size uint64) (uint64, error) {
+	at, err := t.t.Field(slot, size)
+	return at, ctrlWrap(t.what, err)
 }
 
 // vector returns the elements of the byte vector (str: the string, without
 // its NUL) that the offset field in slot points to, nil if the field is
 // absent. A vector over limit bytes is refused.
-func (t ctrlTable) vector(slot int, str bool, limit ctrlLimit) ([]byte, error) {
-	at, err := t.scalar(slot, 4)
-	if err != nil || at == 0 {
-		return nil, err
-	}
-	pos, err := t.v.offset(at)
-	if err != nil {
-		return nil, err
-	}
-	v := t.v
-	if pos%4 != 0 || pos+4 > v.n {
-		return nil, v.bad("vector at %d (field %d) is misaligned or outside the %d-byte buffer", pos, slot, v.n)
-	}
-	count, start := v.u32(pos), pos+4
-	if count > uint64(limit) {
-		return nil, v.bad("field %d is %d bytes, at most %d", slot, count, limit)
-	}
-	end := start + count
-	if end > v.n || (str && (end >= v.n || v.b[end] != 0)) {
-		return nil, v.bad("vector at %d (field %d) of %d bytes runs outside the buffer", pos, slot, count)
-	}
-	return v.b[start:end:end], nil
+func (t *ctrlTable) vector(slot int, str bool, limit ctrlLimit) ([]byte, error) {
+	b, err := t.t.Bytes(slot, str, uint64(limit))
+	return b, ctrlWrap(t.what, err)
 }

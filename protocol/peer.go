@@ -434,7 +434,7 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 	err := c.err
 	if c.pooled != nil {
 		if err == nil {
-			err = c.fn(c.reply)
+			err = callView(c.fn, c.reply)
 		}
 		putBuf(c.pooled)
 		c.pooled = nil
