@@ -85,6 +85,13 @@ func (c *Client) CallInto(ctx context.Context, method string, req, dst []byte) (
 	return out, c.wrap(err)
 }
 
+// CallView is the one-copy form of a call (protocol.Peer.CallView): f sees
+// the reply in place and only until it returns; f must be short and must not
+// call the plugin.
+func (c *Client) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
+	return c.wrap(c.peer.CallView(ctx, method, req, f))
+}
+
 // New creates a remote object of type typ on the plugin.
 func (c *Client) New(ctx context.Context, typ string, args []byte) (*protocol.Handle, error) {
 	h, err := c.peer.New(ctx, typ, args)

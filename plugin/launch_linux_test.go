@@ -69,6 +69,10 @@ func TestLaunchEchoAndMetadata(t *testing.T) {
 	if err != nil || string(buf) != "into" {
 		t.Errorf("CallInto: %q, %v", buf, err)
 	}
+	var seen string
+	if err := c.CallView(ctx, "echo", []byte("view"), func(r []byte) error { seen = string(r); return nil }); err != nil || seen != "view" {
+		t.Errorf("CallView: %q, %v", seen, err)
+	}
 }
 
 func TestLaunchContractMismatch(t *testing.T) {

@@ -442,6 +442,17 @@ func (s *Session) CallInto(ctx context.Context, method string, req, dst []byte) 
 	return out, s.callErr(c, err)
 }
 
+// CallView is CallInto's one-copy form (protocol.Peer.CallView): f sees the
+// reply, in the connection's memory when this goroutine read it itself, and
+// only until it returns.
+func (s *Session) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
+	c, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	return s.callErr(c, c.CallView(ctx, method, req, f))
+}
+
 // New creates a remote object on the current instance; the handle dies with
 // that instance.
 func (s *Session) New(ctx context.Context, typ string, args []byte) (*protocol.Handle, error) {

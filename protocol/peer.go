@@ -283,7 +283,9 @@ func (p *Peer) CallInto(ctx context.Context, method string, req, dst []byte) ([]
 // calling goroutine reads its own reply (the usual case for sequential calls)
 // f sees the connection's memory itself, with no copy; reply is valid only
 // until f returns (and on shared memory the peer can still change it: copy
-// what you validate). f's error is CallView's.
+// what you validate). f's error is CallView's; a panic in f becomes it too.
+// f runs while its goroutine holds the connection's reading side: keep it
+// short, and do not call this Peer from it.
 func (p *Peer) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
 	_, err := p.callFn(ctx, 0, 0, method, req, nil, f)
 	return err
