@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ringwire/ringwire/protocol"
@@ -101,12 +102,18 @@ func ExampleCallback() {
 	// JOB <nil>
 }
 
-type counter struct{ n int }
+// counter is an object; its methods may be called concurrently.
+type counter struct {
+	mu sync.Mutex
+	n  int
+}
 
 func (c *counter) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	if method != "add" {
 		return nil, fmt.Errorf("%w: %s", protocol.ErrUnknownMethod, method)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.n += len(req)
 	return []byte(fmt.Sprint(c.n)), nil
 }

@@ -23,7 +23,8 @@ type ReplyHandler func(ctx context.Context, req []byte, w *Reply) error
 
 // Object is an instance the peer created with Peer.New. It lives until the
 // peer destroys it or the connection closes; if it implements io.Closer, Close
-// is called then.
+// is called then. Call may run on several goroutines at once (one per call in
+// flight): guard the object's state.
 type Object interface {
 	Call(ctx context.Context, method string, req []byte) ([]byte, error)
 }

@@ -300,6 +300,7 @@ func TestCallbacks(t *testing.T) {
 }
 
 type counter struct {
+	mu     sync.Mutex
 	n      int
 	closed *atomic.Int32
 }
@@ -307,6 +308,8 @@ type counter struct {
 func (c *counter) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	switch method {
 	case "add":
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		c.n += len(req)
 		return []byte(fmt.Sprint(c.n)), nil
 	}
@@ -688,6 +691,8 @@ func TestHandlerAndObjectLimits(t *testing.T) {
 	if got := exhausted.Load(); got < 40 {
 		t.Fatalf("%d of 60 blocking calls refused with MaxHandlers 20, want at least 40", got)
 	}
+	// The abandoned calls' cancels end their handlers.
+	waitFor(t, 2*time.Second, func() bool { return victim.spawned.Load() == 0 }, "the cancelled handlers to return")
 	bg := context.Background()
 	for i := range 3 {
 		if _, err := host.New(bg, "thing", nil); err != nil {
