@@ -408,14 +408,7 @@ func TestShutdownDrains(t *testing.T) {
 		return []byte("done"), nil
 	})
 	host, plugin := peerPair(t, transport.ModeShm, nil, m)
-	res := make(chan error, 1)
-	go func() {
-		got, err := host.Call(context.Background(), "slow", nil)
-		if err == nil && string(got) != "done" {
-			err = fmt.Errorf("got %q", got)
-		}
-		res <- err
-	}()
+	res := callAsync(context.Background(), host, "slow", nil, "done")
 	time.Sleep(30 * time.Millisecond)
 	sd := make(chan error, 1)
 	go func() { sd <- plugin.Shutdown(context.Background()) }()
@@ -746,17 +739,10 @@ func TestShutdownKeepsCallbacksAndSelf(t *testing.T) {
 		return nil, p.Shutdown(ctx)
 	})
 	host, plugin := peerPair(t, transport.ModeShm, nil, pm)
-	res := make(chan error, 1)
-	go func() {
-		ctx := WithCallback(context.Background(), func(ctx context.Context, req []byte) ([]byte, error) {
-			return append([]byte("cb:"), req...), nil
-		})
-		got, err := host.Call(ctx, "slowcb", []byte("x"))
-		if err == nil && string(got) != "cb:x" {
-			err = fmt.Errorf("got %q", got)
-		}
-		res <- err
-	}()
+	cbCtx := WithCallback(context.Background(), func(ctx context.Context, req []byte) ([]byte, error) {
+		return append([]byte("cb:"), req...), nil
+	})
+	res := callAsync(cbCtx, host, "slowcb", []byte("x"), "cb:x")
 	time.Sleep(20 * time.Millisecond)
 	sd := make(chan error, 1)
 	go func() { sd <- host.Shutdown(context.Background()) }()
@@ -885,4 +871,18 @@ func TestStalledPeer(t *testing.T) {
 	if err := p.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
 		t.Fatalf("ping to a stalled peer: %v after %v", err, time.Since(start))
 	}
+}
+
+// callAsync calls method on p from another goroutine; the channel gets nil
+// if the reply is want, the error otherwise.
+func callAsync(ctx context.Context, p *Peer, method string, req []byte, want string) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		got, err := p.Call(ctx, method, req)
+		if err == nil && string(got) != want {
+			err = fmt.Errorf("%s: got %q, want %q", method, got, want)
+		}
+		res <- err
+	}()
+	return res
 }
