@@ -29,6 +29,9 @@ var (
 	ErrTimeout = fmt.Errorf("transport: deadline exceeded: %w", errDeadline)
 	// ErrConfig reports an unusable Config, such as TCP without TLS.
 	ErrConfig = errors.New("transport: invalid configuration")
+	// ErrCanceled reports a SendPartsUntil abandoned because its cancel
+	// channel was closed before the message could start to go out.
+	ErrCanceled = errors.New("transport: send canceled")
 )
 
 // Kind is the transport a Conn runs over.
@@ -111,12 +114,47 @@ type PartsSender interface {
 	SendParts(typ uint16, head, body []byte) error
 }
 
-// TrySender is implemented by Conns that can try to send without waiting for
-// room (the shared-memory Conn): TrySendParts sends head and body as one
-// message and reports true, or reports false without sending anything when
-// the peer has not made room for it yet. A message too large for one record
-// is sent as SendParts sends it, waiting as needed. Callers that must honour
-// a context while the peer is slow (or stops reading) loop on it.
+// BoundedSender is implemented by every Conn of this package.
+//
+// SendPartsUntil sends head followed by body as one message, waiting for
+// room (ring space on shared memory, the send buffer on a stream) only until
+// deadline (the zero time: no bound of its own) and only while cancel (nil:
+// never) is open. The Conn's write deadline bounds it as well.
+//
+//   - If the bound ends before any of the message went out, it returns an
+//     error matching ErrTimeout (deadline or write deadline) or ErrCanceled
+//     (cancel closed), nothing was sent, and the connection is as usable as
+//     before. A deadline already in the past makes one attempt without
+//     waiting; a write deadline in the past fails at once.
+//   - Once a message has started to go out it is always finished: if the
+//     bound ends midway (a fragmented message on shared memory, a frame
+//     half-written to a socket), the rest is copied and sent in the
+//     background ahead of every later message, and SendPartsUntil returns
+//     nil. The connection is never left with half a message.
+//
+// head and body may be reused when it returns. It never blocks longer than
+// its bounds, whatever the peer does; a peer that never reads costs at most
+// the copy of one message held for the background.
+type BoundedSender interface {
+	SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error
+}
+
+// SendPartsUntil sends on c as BoundedSender does. A Conn that does not
+// implement BoundedSender (one written outside this package) is sent to
+// with SendParts, bounded only by its own write deadline.
+func SendPartsUntil(c Conn, deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
+	if bs, ok := c.(BoundedSender); ok {
+		return bs.SendPartsUntil(deadline, cancel, typ, head, body)
+	}
+	return SendParts(c, typ, head, body)
+}
+
+// NoWait is a deadline that has passed: SendPartsUntil with it sends only if
+// there is room at once.
+var NoWait = time.Unix(0, 1)
+
+// TrySender is the shared-memory Conn's non-waiting send; superseded by
+// BoundedSender (SendPartsUntil with NoWait) and removed once nothing uses it.
 type TrySender interface {
 	TrySendParts(typ uint16, head, body []byte) (bool, error)
 }
