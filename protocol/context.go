@@ -24,6 +24,38 @@ type handlerCtx struct {
 	err   error
 	timer *time.Timer
 	stop  func() bool // detaches from parent
+	after []*afterFunc
+}
+
+// afterFunc is one function registered with AfterFunc.
+type afterFunc struct{ f func() }
+
+// AfterFunc arranges for f to run in its own goroutine once the context is
+// done, and returns a function that cancels that (reporting whether it did).
+// The context package finds it, so a context derived from a handler's
+// (context.WithTimeout(ctx, …), WithCancel) costs no goroutine of its own.
+func (c *handlerCtx) AfterFunc(f func()) (stop func() bool) {
+	c.Done() // arm the deadline and the watch on the parent
+	a := &afterFunc{f: f}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.after = append(c.after, a)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, x := range c.after {
+			if x == a {
+				c.after = append(c.after[:i], c.after[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (c *handlerCtx) Deadline() (time.Time, bool) {
@@ -96,6 +128,10 @@ func (c *handlerCtx) cancel(err error) {
 	if c.stop != nil {
 		c.stop()
 	}
+	for _, a := range c.after {
+		go a.f()
+	}
+	c.after = nil
 }
 
 type peerKey struct{}

@@ -26,6 +26,10 @@ var (
 	// ErrNoCallback: Callback was used outside a call that carries a
 	// call-scoped callback.
 	ErrNoCallback = errors.New("protocol: no callback for this call")
+	// ErrStalled: the peer stopped reading: an answer could not be sent
+	// within Options.SendTimeout, so the connection was closed. Calls in
+	// flight fail with an error matching both ErrPeerGone and ErrStalled.
+	ErrStalled = errors.New("protocol: the peer stopped reading")
 	// ErrViewCall: a view handler (Mux.HandleView) tried to call its peer;
 	// it holds the connection's reading side, so it cannot.
 	ErrViewCall = errors.New("protocol: a view handler cannot call its peer")
@@ -48,6 +52,11 @@ const (
 	CodeUnimplemented    Code = 12
 	CodeInternal         Code = 13
 	CodeUnavailable      Code = 14
+	// CodeGoingAway is ringwire's own: the serving side is shutting down
+	// gracefully and takes no new calls (ErrGoAway). It is distinct from
+	// CodeUnavailable, which a handler may return for its own reasons; in
+	// gRPC terms it maps onto UNAVAILABLE.
+	CodeGoingAway Code = 100
 )
 
 func (c Code) String() string {
@@ -74,6 +83,8 @@ func (c Code) String() string {
 		return "internal"
 	case CodeUnavailable:
 		return "unavailable"
+	case CodeGoingAway:
+		return "going away"
 	}
 	return fmt.Sprintf("code %d", uint32(c))
 }
@@ -86,7 +97,7 @@ func (c Code) String() string {
 //
 // errors.Is maps codes onto sentinels: CodeUnimplemented matches
 // ErrUnknownMethod, CodeDeadlineExceeded matches context.DeadlineExceeded,
-// CodeCanceled matches context.Canceled, CodeUnavailable matches ErrGoAway.
+// CodeCanceled matches context.Canceled, CodeGoingAway matches ErrGoAway.
 type Error struct {
 	Code    Code
 	Message string
@@ -115,7 +126,7 @@ func (e *Error) Is(target error) bool {
 	case context.Canceled:
 		return e.Code == CodeCanceled
 	case ErrGoAway:
-		return e.Code == CodeUnavailable
+		return e.Code == CodeGoingAway
 	}
 	if t, ok := target.(*Error); ok {
 		return t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
@@ -136,7 +147,7 @@ func toError(err error) *Error {
 	case errors.Is(err, ErrUnknownMethod):
 		return &Error{Code: CodeUnimplemented, Message: err.Error()}
 	case errors.Is(err, ErrGoAway):
-		return &Error{Code: CodeUnavailable, Message: err.Error()}
+		return &Error{Code: CodeGoingAway, Message: err.Error()}
 	}
 	return &Error{Code: CodeUnknown, Message: err.Error()}
 }

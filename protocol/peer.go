@@ -26,6 +26,11 @@ const (
 	DefaultMaxHandlers = 10000
 	// DefaultMaxObjects is Options.MaxObjects' default.
 	DefaultMaxObjects = 100000
+	// DefaultSendTimeout is Options.SendTimeout's default (yamux's
+	// ConnectionWriteTimeout is the model).
+	DefaultSendTimeout = 10 * time.Second
+	// DefaultMaxPendingBytes is Options.MaxPendingBytes' default.
+	DefaultMaxPendingBytes = 32 << 20
 	// goAwayGrace bounds how long Shutdown waits for the peer to answer its
 	// goaway with one of its own (after which no call of the peer's can
 	// still be on its way).
@@ -57,6 +62,20 @@ type Options struct {
 	// MaxObjects bounds the objects the peer may hold on this connection
 	// (0: DefaultMaxObjects); New beyond it fails with CodeResourceExhaust.
 	MaxObjects int
+	// SendTimeout bounds how long an answer (a reply, an error, a pong)
+	// may wait for the peer to make room for it (0: DefaultSendTimeout).
+	// A peer that reads nothing for that long is considered stalled and
+	// the connection is closed with ErrStalled. Calls are bounded by their
+	// contexts instead.
+	SendTimeout time.Duration
+	// MaxPendingBytes bounds the bytes the peer can make this side hold:
+	// its requests copied for running handlers plus answers waiting to be
+	// sent (0: DefaultMaxPendingBytes). A call that would go beyond it is
+	// refused at once with CodeResourceExhaust; one request is always
+	// admitted when nothing is held, so the most held is MaxPendingBytes
+	// plus one message (the connection's MaxMessage), plus the outbox's
+	// 1 MiB.
+	MaxPendingBytes int64
 }
 
 // Peer is one end of an RPC connection. Both ends may call and serve. All
@@ -82,6 +101,9 @@ type Peer struct {
 
 	maxHandlers int64
 	maxObjects  int
+	sendTimeout time.Duration
+	budget      budget
+	out         outbox
 
 	npending atomic.Int32 // len(calls)
 	// The reading token: whoever swaps reading from 0 to 1 reads the
@@ -162,9 +184,17 @@ func NewPeer(conn transport.Conn, o Options) *Peer {
 	if maxO <= 0 {
 		maxO = DefaultMaxObjects
 	}
+	st, mb := o.SendTimeout, o.MaxPendingBytes
+	if st <= 0 {
+		st = DefaultSendTimeout
+	}
+	if mb <= 0 {
+		mb = DefaultMaxPendingBytes
+	}
 	p := &Peer{
 		conn: conn, mux: o.Mux, log: log, inlineMax: inl,
-		maxHandlers: maxH, maxObjects: maxO,
+		maxHandlers: maxH, maxObjects: maxO, sendTimeout: st,
+		budget:  budget{max: mb},
 		peerBye: make(chan struct{}),
 		maxMsg:  conn.Info().MaxMessage,
 		calls:   map[uint64]*call{},
@@ -221,14 +251,22 @@ func (p *Peer) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	p.sendGoAway("shutdown")
+	b := getBuf()
+	*b = appendGoAwayBody((*b)[:0], "shutdown", p.lastIn.Load())
+	err := p.sendCtx(ctx, kindGoAway, *b, nil)
+	putBuf(b)
+	if ctx.Err() != nil {
+		// The peer did not make room for the goaway in time.
+		p.fail(ErrClosed)
+		return ctx.Err()
+	}
+	err = nil // a connection that failed meanwhile ends the wait below
 	var self int64
 	if hc, ok := ctx.Value(callKey{}).(*handlerCtx); ok && hc.peer == p {
 		self = 1
 	}
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	var err error
 	grace := time.After(goAwayGrace)
 wait:
 	for {
@@ -255,10 +293,11 @@ wait:
 	return err
 }
 
-func (p *Peer) sendGoAway(reason string) {
+// postGoAway answers the peer's goaway from the reading goroutine.
+func (p *Peer) postGoAway(reason string) {
 	b := getBuf()
 	*b = appendGoAwayBody((*b)[:0], reason, p.lastIn.Load())
-	_ = p.conn.Send(kindGoAway, *b)
+	p.post(kindGoAway, *b, nil)
 	putBuf(b)
 }
 
@@ -422,10 +461,8 @@ func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method strin
 func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) error {
 	if !p.await(ctx, c) {
 		if p.forget(id, c) {
-			b := getBuf()
-			*b = appendID((*b)[:0], id)
-			_ = p.conn.Send(kindCancel, *b)
-			putBuf(b)
+			var b [idSize]byte
+			p.post(kindCancel, appendID(b[:0], id), nil)
 			return ctx.Err()
 		}
 		// The answer is being delivered right now: take it.
@@ -481,29 +518,22 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 	}
 }
 
-// sendCtx sends a call (or ping) for a caller: on shared memory, a send that
-// finds no room waits for it only as long as ctx lasts, so a peer that stops
-// reading cannot hold a caller (or a health check) beyond its deadline.
+// sendCtx sends a call, ping or goaway for a caller, waiting for room only
+// as long as ctx lasts: a peer that stops reading cannot hold a caller (or a
+// health check) beyond its deadline. A send that ctx cut short fails with
+// ctx's error and sent nothing: the connection goes on.
 func (p *Peer) sendCtx(ctx context.Context, typ uint16, head, body []byte) error {
-	done := ctx.Done()
-	ts, ok := p.conn.(transport.TrySender)
-	if done == nil || !ok {
-		return transport.SendParts(p.conn, typ, head, body)
-	}
-	for i := 0; ; i++ {
-		sent, err := ts.TrySendParts(typ, head, body)
-		if sent || err != nil {
-			return err
+	dl, _ := ctx.Deadline()
+	err := transport.SendPartsUntil(p.conn, dl, ctx.Done(), typ, head, body)
+	if err != nil && (errors.Is(err, transport.ErrTimeout) || errors.Is(err, transport.ErrCanceled)) {
+		if e := ctx.Err(); e != nil {
+			return e
 		}
-		if isDone(done) {
-			return ctx.Err()
-		}
-		if i < 64 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(50 * time.Microsecond)
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			return context.DeadlineExceeded
 		}
 	}
+	return err
 }
 
 // isDone reports whether done is closed, without the lock that a
@@ -735,7 +765,7 @@ func (p *Peer) dispatch(m transport.Message, mine *call, role int) bool {
 			return true
 		}
 		var b [idSize]byte
-		_ = p.conn.Send(kindPong, appendID(b[:0], id))
+		p.post(kindPong, appendID(b[:0], id), nil)
 	case kindGoAway:
 		if _, _, err := parseGoAwayBody(m.Data); err != nil {
 			p.corrupt(fmt.Errorf("%w: %w", ErrCorrupt, err))
@@ -746,7 +776,7 @@ func (p *Peer) dispatch(m transport.Message, mine *call, role int) bool {
 			// Answer with ours: the peer's Shutdown then knows that none
 			// of our calls is still on its way.
 			if !p.leaving.Load() {
-				p.sendGoAway("peer going away")
+				p.postGoAway("peer going away")
 			}
 		}
 	default:
@@ -837,7 +867,7 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 		}
 	}()
 	if p.leaving.Load() && h.flags&flagCallback == 0 {
-		p.sendError(h.id, &Error{Code: CodeUnavailable, Message: "the connection is shutting down"})
+		p.refuse(h.id, &Error{Code: CodeGoingAway, Message: "the connection is shutting down"})
 		return true
 	}
 	var meth *method
@@ -850,13 +880,13 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 		}
 		p.mu.Unlock()
 		if cb == nil {
-			p.sendError(h.id, &Error{Code: CodeUnimplemented, Message: "no callback attached to that call"})
+			p.refuse(h.id, &Error{Code: CodeUnimplemented, Message: "no callback attached to that call"})
 			return true
 		}
 	case h.flags&(flagObject|flagNew|flagDestroy) != 0:
 	default:
 		if meth = p.mux.lookup(h.method); meth == nil {
-			p.sendError(h.id, &Error{Code: CodeUnimplemented, Message: fmt.Sprintf("unknown method %q", h.method)})
+			p.refuse(h.id, &Error{Code: CodeUnimplemented, Message: fmt.Sprintf("unknown method %q", h.method)})
 			return true
 		}
 	}
@@ -866,7 +896,11 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 	}
 	inline := primary && meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax
 	if !inline && p.spawned.Load() >= p.maxHandlers {
-		p.sendError(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d calls are being served already", p.maxHandlers)})
+		p.refuse(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d calls are being served already", p.maxHandlers)})
+		return true
+	}
+	if n := int64(len(h.body)); !p.budget.admit(n) {
+		p.refuse(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d bytes of requests and answers are held already (MaxPendingBytes %d)", p.budget.used.Load(), p.budget.max)})
 		return true
 	}
 	hc := &handlerCtx{parent: p.base, peer: p, id: h.id}
@@ -889,13 +923,14 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 	if _, dup := p.serving[h.id]; dup {
 		p.mu.Unlock()
 		putBuf(req)
+		p.budget.give(int64(len(h.body)))
 		p.corrupt(fmt.Errorf("%w: call id %d is already being served", ErrCorrupt, h.id))
 		return true
 	}
 	p.serving[h.id] = hc
 	p.mu.Unlock()
 	started = true
-	job := serveJob{hc: hc, meth: meth, cb: cb, flags: h.flags, aux: h.aux, name: name, req: req}
+	job := serveJob{hc: hc, meth: meth, cb: cb, flags: h.flags, aux: h.aux, name: name, req: req, held: int64(len(h.body))}
 	if inline {
 		// Run it here. The token is given back meanwhile, so a handler
 		// that calls back into the peer can read its own answer, and the
@@ -940,6 +975,7 @@ type serveJob struct {
 	name  string
 	req   *[]byte
 	view  []byte // the request of a view handler, in the connection's memory
+	held  int64  // bytes of req counted against the budget
 }
 
 var replyPool = sync.Pool{New: func() any { return &Reply{b: make([]byte, 0, 512)} }}
@@ -951,7 +987,7 @@ func (p *Peer) serve(j serveJob) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("ringwire: handler panicked", "method", j.methodName(), "panic", r, "stack", string(debug.Stack()))
-			p.sendError(id, &Error{Code: CodeInternal, Message: fmt.Sprintf("handler panicked: %v", r)})
+			p.sendError(j.hc, &Error{Code: CodeInternal, Message: fmt.Sprintf("handler panicked: %v", r)})
 		}
 		if j.meth != nil {
 			j.meth.observe(nanotime() - start)
@@ -962,6 +998,7 @@ func (p *Peer) serve(j serveJob) {
 		j.hc.cancel(context.Canceled)
 		if j.req != nil {
 			putBuf(j.req)
+			p.budget.give(j.held)
 		}
 		p.active.Add(-1)
 	}()
@@ -977,7 +1014,7 @@ func (p *Peer) serve(j serveJob) {
 		r.b = appendID(r.b[:0], id)
 		r.base = idSize
 		if err = j.meth.rh(j.hc, req, r); err == nil {
-			p.sendReply(r.b, nil)
+			p.sendReply(j.hc, r.b, nil)
 		}
 		if cap(r.b) <= 4<<20 {
 			replyPool.Put(r)
@@ -993,12 +1030,12 @@ func (p *Peer) serve(j serveJob) {
 		out, err = p.object(j, req)
 	}
 	if err != nil {
-		p.sendError(id, toError(err))
+		p.sendError(j.hc, toError(err))
 		return
 	}
 	hb := getBuf()
 	*hb = appendID((*hb)[:0], id)
-	p.sendReply(*hb, out)
+	p.sendReply(j.hc, *hb, out)
 	putBuf(hb)
 }
 
@@ -1009,23 +1046,29 @@ func (j *serveJob) methodName() string {
 	return j.name
 }
 
-func (p *Peer) sendReply(head, body []byte) {
-	if err := transport.SendParts(p.conn, kindReply, head, body); err != nil {
-		if errors.Is(err, transport.ErrTooLarge) {
-			p.sendError(p.idOf(head), &Error{Code: CodeResourceExhaust, Message: err.Error()})
-		}
+// sendReply sends a handler's reply (see sendAnswer for its bounds).
+func (p *Peer) sendReply(hc *handlerCtx, head, body []byte) {
+	err := p.sendAnswer(hc, kindReply, head, body)
+	if errors.Is(err, transport.ErrTooLarge) {
+		p.sendError(hc, &Error{Code: CodeResourceExhaust, Message: err.Error()})
+		return
 	}
+	p.sent(err)
 }
 
-func (p *Peer) idOf(msg []byte) uint64 {
-	id, _, _ := parseID(msg)
-	return id
+// sendError sends a handler's error.
+func (p *Peer) sendError(hc *handlerCtx, e *Error) {
+	b := getBuf()
+	*b = appendErrorBody(appendID((*b)[:0], hc.id), uint32(e.Code), e.Message, e.Details)
+	p.sent(p.sendAnswer(hc, kindError, *b, nil))
+	putBuf(b)
 }
 
-func (p *Peer) sendError(id uint64, e *Error) {
+// refuse answers a call the reading goroutine turns down, without waiting.
+func (p *Peer) refuse(id uint64, e *Error) {
 	b := getBuf()
 	*b = appendErrorBody(appendID((*b)[:0], id), uint32(e.Code), e.Message, e.Details)
-	_ = p.conn.Send(kindError, *b)
+	p.post(kindError, *b, nil)
 	putBuf(b)
 }
 
@@ -1104,7 +1147,9 @@ func (p *Peer) sendErr(err error) error {
 	switch {
 	case errors.Is(err, transport.ErrTooLarge):
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
-	case errors.Is(err, transport.ErrTimeout):
+	case errors.Is(err, transport.ErrTimeout),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// This call's own bound: it fails alone, the connection goes on.
 		return err
 	}
 	p.fail(err)

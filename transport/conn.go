@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/ringwire/ringwire/ring"
@@ -146,7 +147,33 @@ func SendPartsUntil(c Conn, deadline time.Time, cancel <-chan struct{}, typ uint
 	if bs, ok := c.(BoundedSender); ok {
 		return bs.SendPartsUntil(deadline, cancel, typ, head, body)
 	}
+	if ts, ok := c.(TrySender); ok {
+		return trySendUntil(ts, deadline, cancel, typ, head, body)
+	}
 	return SendParts(c, typ, head, body)
+}
+
+// trySendUntil bounds a TrySender's sends by polling.
+func trySendUntil(ts TrySender, deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
+	for i := 0; ; i++ {
+		sent, err := ts.TrySendParts(typ, head, body)
+		if sent || err != nil {
+			return err
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return ErrTimeout
+		}
+		select {
+		case <-cancel:
+			return ErrCanceled
+		default:
+		}
+		if i < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
 }
 
 // NoWait is a deadline that has passed: SendPartsUntil with it sends only if
