@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime"
 	"runtime/debug"
@@ -95,12 +94,10 @@ type Peer struct {
 	mu         sync.Mutex
 	calls      map[uint64]*call       // our calls awaiting an answer
 	serving    map[uint64]*handlerCtx // the peer's calls we are serving
-	objects    map[uint64]Object
-	nextHandle uint64
+	objects    objectTable
 	err        error // set once, under mu, when the Peer fails or closes
 
 	maxHandlers int64
-	maxObjects  int
 	sendTimeout time.Duration
 	budget      budget
 	out         outbox
@@ -146,6 +143,19 @@ type call struct {
 	fn     func([]byte) error
 	pooled *[]byte
 	ping   bool // answered by a pong, not by a reply or an error
+	// cbEnd ends the contexts of the call-scoped callbacks running for
+	// this call (set under Peer.mu while the call is in the table); the
+	// callbacks end with their call.
+	cbCtx context.Context
+	cbEnd context.CancelFunc
+}
+
+// ended runs when the call left the table: its callbacks end with it.
+func (c *call) ended() {
+	if c.cbEnd != nil {
+		c.cbEnd()
+		c.cbCtx, c.cbEnd = nil, nil
+	}
 }
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan struct{}, 1)} }}
@@ -193,13 +203,13 @@ func NewPeer(conn transport.Conn, o Options) *Peer {
 	}
 	p := &Peer{
 		conn: conn, mux: o.Mux, log: log, inlineMax: inl,
-		maxHandlers: maxH, maxObjects: maxO, sendTimeout: st,
+		maxHandlers: maxH, sendTimeout: st,
+		objects: objectTable{max: maxO, log: log},
 		budget:  budget{max: mb},
 		peerBye: make(chan struct{}),
 		maxMsg:  conn.Info().MaxMessage,
 		calls:   map[uint64]*call{},
 		serving: map[uint64]*handlerCtx{},
-		objects: map[uint64]Object{},
 		bgWake:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
@@ -404,6 +414,7 @@ func (p *Peer) forget(id uint64, c *call) bool {
 	p.mu.Unlock()
 	if ok {
 		p.npending.Add(-1)
+		c.ended()
 		putCall(c)
 	}
 	return ok
@@ -798,6 +809,7 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call, rerr *Er
 		return
 	}
 	p.npending.Add(-1)
+	c.ended()
 	if c.ping != (kind == kindPong) {
 		c.err = fmt.Errorf("%w: answer of type %#x to the wrong kind of request", ErrCorrupt, kind)
 		kind = 0
@@ -872,11 +884,16 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 	}
 	var meth *method
 	var cb Handler
+	parent := p.base
 	switch {
 	case h.flags&flagCallback != 0:
 		p.mu.Lock()
-		if c := p.calls[h.aux]; c != nil {
+		if c := p.calls[h.aux]; c != nil && c.cb != nil {
 			cb = c.cb
+			if c.cbCtx == nil {
+				c.cbCtx, c.cbEnd = context.WithCancel(p.base)
+			}
+			parent = c.cbCtx
 		}
 		p.mu.Unlock()
 		if cb == nil {
@@ -903,7 +920,7 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 		p.refuse(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d bytes of requests and answers are held already (MaxPendingBytes %d)", p.budget.used.Load(), p.budget.max)})
 		return true
 	}
-	hc := &handlerCtx{parent: p.base, peer: p, id: h.id}
+	hc := &handlerCtx{parent: parent, peer: p, id: h.id}
 	if h.timeout > 0 {
 		hc.deadline = time.Now().Add(time.Duration(h.timeout))
 	}
@@ -1027,7 +1044,7 @@ func (p *Peer) serve(j serveJob) {
 	case j.cb != nil:
 		out, err = j.cb(j.hc, req)
 	default:
-		out, err = p.object(j, req)
+		out, err = p.serveObject(j, req)
 	}
 	if err != nil {
 		p.sendError(j.hc, toError(err))
@@ -1072,70 +1089,6 @@ func (p *Peer) refuse(id uint64, e *Error) {
 	putBuf(b)
 }
 
-// object serves the object calls: New, a method of a handle, Destroy.
-func (p *Peer) object(j serveJob, req []byte) ([]byte, error) {
-	switch {
-	case j.flags&flagNew != 0:
-		ctor := p.mux.constructor([]byte(j.name))
-		if ctor == nil {
-			return nil, &Error{Code: CodeUnimplemented, Message: fmt.Sprintf("unknown object type %q", j.name)}
-		}
-		p.mu.Lock()
-		full := len(p.objects) >= p.maxObjects
-		p.mu.Unlock()
-		if full {
-			return nil, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("this connection holds %d objects already", p.maxObjects)}
-		}
-		obj, err := ctor(j.hc, req)
-		if err != nil {
-			return nil, err
-		}
-		if obj == nil {
-			return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("constructor of %q returned no object", j.name)}
-		}
-		if err := j.hc.Err(); err != nil {
-			// The caller gave up: nobody would ever learn the handle.
-			closeObject(obj)
-			return nil, err
-		}
-		p.mu.Lock()
-		if p.err != nil {
-			p.mu.Unlock()
-			closeObject(obj)
-			return nil, ErrClosed
-		}
-		p.nextHandle++
-		h := p.nextHandle
-		p.objects[h] = obj
-		p.mu.Unlock()
-		return appendID(nil, h), nil
-	case j.flags&flagDestroy != 0:
-		p.mu.Lock()
-		obj := p.objects[j.aux]
-		delete(p.objects, j.aux)
-		p.mu.Unlock()
-		if obj == nil {
-			return nil, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no object with handle %d", j.aux)}
-		}
-		return nil, closeObject(obj)
-	default:
-		p.mu.Lock()
-		obj := p.objects[j.aux]
-		p.mu.Unlock()
-		if obj == nil {
-			return nil, &Error{Code: CodeNotFound, Message: fmt.Sprintf("no object with handle %d", j.aux)}
-		}
-		return obj.Call(j.hc, j.name, req)
-	}
-}
-
-func closeObject(o Object) error {
-	if c, ok := o.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
-}
-
 // corrupt closes the connection after a protocol violation by the peer.
 func (p *Peer) corrupt(err error) {
 	p.log.Warn("ringwire: closing the connection: the peer broke the protocol", "err", err)
@@ -1174,8 +1127,6 @@ func (p *Peer) fail(cause error) {
 	}
 	calls := p.calls
 	p.calls = map[uint64]*call{}
-	objects := p.objects
-	p.objects = map[uint64]Object{}
 	err := p.err
 	p.mu.Unlock()
 
@@ -1185,6 +1136,7 @@ func (p *Peer) fail(cause error) {
 	p.cancelBase()
 	for _, c := range calls {
 		p.npending.Add(-1)
+		c.ended()
 		c.err = err
 		c.done.Store(true)
 		select {
@@ -1192,11 +1144,7 @@ func (p *Peer) fail(cause error) {
 		default:
 		}
 	}
-	for _, o := range objects {
-		if err := closeObject(o); err != nil {
-			p.log.Warn("ringwire: closing an object of a closed connection", "err", err)
-		}
-	}
+	p.objects.closeAll()
 	close(p.done)
 	p.releaseClosed()
 }
