@@ -91,11 +91,11 @@ type Peer struct {
 
 	nextID atomic.Uint64
 
-	mu         sync.Mutex
-	calls      map[uint64]*call       // our calls awaiting an answer
-	serving    map[uint64]*handlerCtx // the peer's calls we are serving
-	objects    objectTable
-	err        error // set once, under mu, when the Peer fails or closes
+	mu      sync.Mutex
+	calls   map[uint64]*call       // our calls awaiting an answer
+	serving map[uint64]*handlerCtx // the peer's calls we are serving
+	objects objectTable
+	err     error // set once, under mu, when the Peer fails or closes
 
 	maxHandlers int64
 	sendTimeout time.Duration
