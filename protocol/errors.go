@@ -30,7 +30,8 @@ var (
 	// within Options.SendTimeout, so the connection was closed. Calls in
 	// flight fail with an error matching both ErrPeerGone and ErrStalled.
 	ErrStalled = errors.New("protocol: the peer stopped reading")
-	// ErrViewCall: a view handler (Mux.HandleView) tried to call its peer;
+	// ErrViewCall: a view handler (Mux.HandleView), or a CallView function
+	// running on the connection's memory, tried to call its peer;
 	// it holds the connection's reading side, so it cannot.
 	ErrViewCall = errors.New("protocol: a view handler cannot call its peer")
 )

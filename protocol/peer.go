@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -110,6 +111,8 @@ type Peer struct {
 	wantRead atomic.Bool  // a caller wanted the token while the background reader held it
 	rescuing atomic.Bool  // a rescue reader runs (see guard.go)
 	bgWake   chan struct{}
+
+	viewing atomic.Int32 // CallView functions running in place (see inPlaceView)
 
 	handed bool // the reader handed an answer to another goroutine (token holder only)
 
@@ -470,10 +473,13 @@ func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method strin
 
 // finish waits for call id's answer, or abandons it when ctx ends.
 func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) error {
-	if !p.await(ctx, c) {
+	if st := p.await(ctx, c); st != awaitAnswered {
 		if p.forget(id, c) {
 			var b [idSize]byte
 			p.post(kindCancel, appendID(b[:0], id), nil)
+			if st == awaitViewCall {
+				return ErrViewCall
+			}
 			return ctx.Err()
 		}
 		// The answer is being delivered right now: take it.
@@ -484,7 +490,7 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 	err := c.err
 	if c.pooled != nil {
 		if err == nil {
-			err = callView(c.fn, c.reply)
+			err = callView(c.fn, c.reply, nil)
 		}
 		putBuf(c.pooled)
 		c.pooled = nil
@@ -497,16 +503,23 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 	return err
 }
 
-// await waits until c is answered (true) or ctx ends first (false). It reads
-// the connection itself whenever nobody else does.
-func (p *Peer) await(ctx context.Context, c *call) bool {
+// Outcomes of await.
+const (
+	awaitAnswered = iota
+	awaitCtxDone
+	awaitViewCall // called from a CallView function holding the reading side
+)
+
+// await waits until c is answered or ctx ends first. It reads the
+// connection itself whenever nobody else does.
+func (p *Peer) await(ctx context.Context, c *call) int {
 	done := ctx.Done()
 	for {
 		if c.done.Load() {
-			return true
+			return awaitAnswered
 		}
 		if isDone(done) {
-			return false
+			return awaitCtxDone
 		}
 		if p.reading.CompareAndSwap(0, 1) {
 			if done != nil {
@@ -520,6 +533,12 @@ func (p *Peer) await(ctx context.Context, c *call) bool {
 		if c.done.Load() || p.reading.Load() == 0 {
 			p.waiters.Add(-1)
 			continue
+		}
+		if p.viewing.Load() != 0 && inPlaceView() {
+			// This goroutine holds the reading side itself, in a
+			// CallView function: nobody would ever read our answer.
+			p.waiters.Add(-1)
+			return awaitViewCall
 		}
 		select {
 		case <-c.ch:
@@ -821,7 +840,7 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call, rerr *Er
 			if c == mine {
 				// The caller reads its own reply: it sees the
 				// connection's memory itself, no copy.
-				c.err = callView(c.fn, body)
+				c.err = callView(c.fn, body, &p.viewing)
 			} else {
 				c.pooled = getBuf()
 				*c.pooled = append((*c.pooled)[:0], body...)
@@ -845,15 +864,50 @@ func (p *Peer) deliver(id uint64, kind uint16, body []byte, mine *call, rerr *Er
 	}
 }
 
-// callView runs a CallView function on the reply in place; a panic becomes
-// its error, so the reading token and the message are not left behind.
-func callView(f func([]byte) error, reply []byte) (err error) {
+// callView runs a CallView function on the reply; a panic becomes its
+// error, so the reading token and the message are not left behind. viewing
+// is non-nil when f runs in place, on the connection's memory, with the
+// reading side held: it counts such functions, so that a call made from one
+// (which could never read its answer) is recognised (see inPlaceView).
+func callView(f func([]byte) error, reply []byte, viewing *atomic.Int32) (err error) {
+	if viewing != nil {
+		viewing.Add(1)
+		defer viewing.Add(-1)
+		return callViewInPlace(f, reply)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("protocol: CallView function panicked: %v", r)
 		}
 	}()
 	return f(reply)
+}
+
+// callViewInPlace is callView's in-place case; its name in a goroutine's
+// stack is how inPlaceView recognises a call made from inside it.
+//
+//go:noinline
+func callViewInPlace(f func([]byte) error, reply []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("protocol: CallView function panicked: %v", r)
+		}
+	}()
+	return f(reply)
+}
+
+var stackPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// inPlaceView reports whether the calling goroutine runs inside a CallView
+// function that holds the reading side. Go has no goroutine identity, so it
+// reads the goroutine's own stack: it runs only on the slow path of a call
+// that is about to park while some CallView function runs in place.
+func inPlaceView() bool {
+	b := stackPool.Get().(*[]byte)
+	n := runtime.Stack(*b, false)
+	found := bytes.Contains((*b)[:n], []byte("protocol.callViewInPlace("))
+	stackPool.Put(b)
+	return found
 }
 
 // incoming starts serving one call from the peer. Only the background
