@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ringwire/ringwire/transport"
@@ -177,30 +176,3 @@ func (p *Peer) sendAnswer(hc *handlerCtx, typ uint16, head, body []byte) error {
 	}
 	return err
 }
-
-// budget bounds the bytes the peer can make this side hold: requests
-// copied for running handlers, and answers waiting to be sent.
-type budget struct {
-	used atomic.Int64
-	max  int64
-}
-
-// admit takes n bytes for a request if they fit, or if nothing is held (so
-// one message of any size the connection allows is always served).
-func (b *budget) admit(n int64) bool {
-	for {
-		u := b.used.Load()
-		if u > 0 && u+n > b.max {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+n) {
-			return true
-		}
-	}
-}
-
-// take counts n bytes that are held already (a reply that has to wait).
-func (b *budget) take(n int64) { b.used.Add(n) }
-
-// give returns n bytes.
-func (b *budget) give(n int64) { b.used.Add(-n) }
