@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,45 +12,72 @@ import (
 	"github.com/ringwire/ringwire/ring"
 )
 
-// shmConn is a Conn over two shared-memory rings (internal/duplex). Senders
-// serialise on sendMu (the ring has one producer); the reader holds recvMu
-// while it waits. Close wakes both with ErrClosed, then takes both locks, so
-// no goroutine is inside a ring when the memory is unmapped.
+// shmConn is a Conn over two shared-memory rings (internal/duplex).
+//
+// Memory: every method that touches the rings brackets that with
+// end.Enter/Exit on the ring's side, and a message held from Recv keeps its
+// reference until Release (or the next Recv). The mapping is released by the
+// last Exit after Close (duplex.lifetime), so Close, the reader, the senders,
+// the deadline setters and the liveness watcher may interleave freely.
+//
+// Senders serialise on sendMu (the ring has one producer); the reader holds
+// recvMu while it waits (Recv and Release belong to one reader at a time).
 type shmConn struct {
-	end  *duplex.End
-	info Info
-	max  int
+	end   *duplex.End
+	info  Info
+	max   int
+	laddr net.Addr
+	raddr net.Addr
 
 	sendMu sync.Mutex
 	_      [64]byte // keep the reader's lock off the senders' cache line
 	recvMu sync.Mutex
-	held   bool // a message from Recv awaits Release (under recvMu)
+	held   bool // a message from Recv awaits Release (under recvMu); it holds an RxSide reference
 
 	closed atomic.Bool
-	// memMu guards the unmapping against calls that touch the rings' memory
-	// without sendMu or recvMu (deadlines, which may be set while a Send or
-	// Recv blocks holding those): they hold it for reading.
-	memMu    sync.RWMutex
-	unmapped bool // under memMu (written with recvMu held too)
-	closeErr error
 }
 
 func newShmConn(end *duplex.End, info Info) *shmConn {
 	info.Kind = KindShm
 	info.Compression = "none"
 	info.RingSize = end.Tx.Capacity()
-	return &shmConn{end: end, info: info, max: info.MaxMessage}
+	return &shmConn{end: end, info: info, max: info.MaxMessage,
+		laddr: end.LocalAddr(), raddr: end.RemoteAddr()}
+}
+
+// LocalAddr is the local address of the Unix socket that carried the
+// handshake and now watches the peer's liveness.
+func (c *shmConn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr is that socket's peer address.
+func (c *shmConn) RemoteAddr() net.Addr { return c.raddr }
+
+// lockTx takes sendMu and a TxSide reference, or reports ErrClosed.
+func (c *shmConn) lockTx() error {
+	if !c.end.Enter(duplex.TxSide) {
+		return ErrClosed
+	}
+	c.sendMu.Lock()
+	if c.closed.Load() {
+		c.unlockTx()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (c *shmConn) unlockTx() {
+	c.sendMu.Unlock()
+	c.end.Exit(duplex.TxSide)
 }
 
 func (c *shmConn) Send(typ uint16, data []byte) error {
 	if len(data) > c.max {
 		return fmt.Errorf("%w: %d-byte message, the limit is %d", ErrTooLarge, len(data), c.max)
 	}
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	if c.closed.Load() {
-		return ErrClosed
+	if err := c.lockTx(); err != nil {
+		return err
 	}
+	defer c.unlockTx()
 	return convertRingErr(c.end.Tx.Write(typ, data))
 }
 
@@ -60,11 +88,10 @@ func (c *shmConn) SendParts(typ uint16, head, body []byte) error {
 	if n > c.max {
 		return fmt.Errorf("%w: %d-byte message, the limit is %d", ErrTooLarge, n, c.max)
 	}
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	if c.closed.Load() {
-		return ErrClosed
+	if err := c.lockTx(); err != nil {
+		return err
 	}
+	defer c.unlockTx()
 	tx := c.end.Tx
 	if n > tx.MaxRecord() {
 		msg := make([]byte, 0, n)
@@ -89,11 +116,10 @@ func (c *shmConn) TrySendParts(typ uint16, head, body []byte) (bool, error) {
 	if n > c.end.Tx.MaxRecord() {
 		return true, c.SendParts(typ, head, body)
 	}
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	if c.closed.Load() {
-		return false, ErrClosed
+	if err := c.lockTx(); err != nil {
+		return false, err
 	}
+	defer c.unlockTx()
 	tx := c.end.Tx
 	buf, err := tx.TryReserve(n)
 	if errors.Is(err, ring.ErrFull) {
@@ -119,11 +145,10 @@ func (c *shmConn) SendBatch(msgs []Message) error {
 			return fmt.Errorf("%w: %d-byte message, the limit is %d", ErrTooLarge, len(m.Data), c.max)
 		}
 	}
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	if c.closed.Load() {
-		return ErrClosed
+	if err := c.lockTx(); err != nil {
+		return err
 	}
+	defer c.unlockTx()
 	tx := c.end.Tx
 	for _, m := range msgs {
 		if err := tx.Stage(m.Type, m.Data); err != nil {
@@ -138,22 +163,24 @@ func (c *shmConn) SendBatch(msgs []Message) error {
 func (c *shmConn) Recv() (Message, error) {
 	c.recvMu.Lock()
 	defer c.recvMu.Unlock()
-	if c.closed.Load() {
-		if c.held {
-			// Close left the memory mapped for the held message; this
-			// Recv releases it, as documented, so the unmapping happens.
-			c.held = false
-			c.unmap()
-		}
-		return Message{}, ErrClosed
-	}
 	rx := c.end.Rx
 	if c.held {
+		// The held message's reference carries over to this Recv.
 		c.held = false
+		if c.closed.Load() {
+			c.end.Exit(duplex.RxSide)
+			return Message{}, ErrClosed
+		}
 		_ = rx.Release()
+	} else if !c.end.Enter(duplex.RxSide) {
+		return Message{}, ErrClosed
+	} else if c.closed.Load() {
+		c.end.Exit(duplex.RxSide)
+		return Message{}, ErrClosed
 	}
 	r, err := rx.Peek()
 	if err != nil {
+		c.end.Exit(duplex.RxSide)
 		return Message{}, convertRingErr(err)
 	}
 	c.held = true
@@ -167,66 +194,44 @@ func (c *shmConn) Release() {
 		return
 	}
 	c.held = false
-	if c.closed.Load() {
-		// Close left the memory mapped for this message.
-		c.unmap()
-		return
+	if !c.closed.Load() {
+		_ = c.end.Rx.Release()
 	}
-	_ = c.end.Rx.Release()
-}
-
-// unmap releases the rings and the control socket once. The caller holds
-// recvMu, and no sender is inside a ring (Close holds or held sendMu after
-// shutting the rings down).
-func (c *shmConn) unmap() {
-	c.memMu.Lock()
-	defer c.memMu.Unlock()
-	if c.unmapped {
-		return
-	}
-	c.unmapped = true
-	c.closeErr = c.end.Close()
-}
-
-// withMemory runs f while the rings are mapped, or returns ErrClosed.
-func (c *shmConn) withMemory(f func()) error {
-	c.memMu.RLock()
-	defer c.memMu.RUnlock()
-	if c.unmapped || c.closed.Load() {
-		return ErrClosed
-	}
-	f()
-	return nil
+	c.end.Exit(duplex.RxSide)
 }
 
 func (c *shmConn) SetReadDeadline(t time.Time) error {
-	return c.withMemory(func() { c.end.Rx.SetDeadline(t) })
+	if !c.end.Enter(duplex.RxSide) {
+		return ErrClosed
+	}
+	defer c.end.Exit(duplex.RxSide)
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.end.Rx.SetDeadline(t)
+	return nil
 }
 
 func (c *shmConn) SetWriteDeadline(t time.Time) error {
-	return c.withMemory(func() { c.end.Tx.SetDeadline(t) })
+	if !c.end.Enter(duplex.TxSide) {
+		return ErrClosed
+	}
+	defer c.end.Exit(duplex.TxSide)
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.end.Tx.SetDeadline(t)
+	return nil
 }
 
-// Close wakes every waiter with ErrClosed and unmaps the rings once no
-// goroutine uses them — or, when a received message is still held, at its
-// Release.
+// Close wakes every waiter with ErrClosed and tells the peer at once. The
+// memory is unmapped by the last goroutine to leave the rings — at once if
+// none is inside, or at the Release of a message still held.
 func (c *shmConn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	c.end.Shutdown()
-	// The peer learns of the close now, even if a held message keeps the
-	// rings mapped until its Release.
-	c.end.Hangup()
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
-	c.recvMu.Lock()
-	defer c.recvMu.Unlock()
-	if c.held {
-		return nil
-	}
-	c.unmap()
-	return c.closeErr
+	return c.end.Close()
 }
 
 func (c *shmConn) Info() Info { return c.info }
