@@ -125,6 +125,9 @@ func (p *Producer) unfinished() error {
 	if p.err != nil {
 		return p.err
 	}
+	if st := p.w.state.Load(); st != stateOpen {
+		return p.w.stateErr(st) // what ended the message's Resume
+	}
 	return fmt.Errorf("%w: %d bytes of a fragmented message are still to be written (Resume)", ErrState, p.fragLeft)
 }
 
