@@ -196,15 +196,6 @@ func (e *End) Shutdown() {
 	_ = e.Rx.Close()
 }
 
-// Hangup tells the peer that this side is gone (a shutdown of the control
-// socket's write side, which the peer's watcher sees as a hang-up) without
-// releasing anything.
-func (e *End) Hangup() {
-	if e.conn != nil {
-		_ = e.conn.CloseWrite()
-	}
-}
-
 // Close shuts both rings down (every waiter returns ring.ErrClosed), tells
 // the peer (a shutdown of the control socket's write side, which the peer's
 // watcher sees as a hang-up) and gives up the End's own references. The
