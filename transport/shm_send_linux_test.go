@@ -353,3 +353,36 @@ func TestShmExpiredDeadlineKeepsConn(t *testing.T) {
 	b.Release()
 	roundTrip(t, a, b)
 }
+
+// TestShmSendNoAlloc: the uncontended send path and the receive path
+// allocate nothing.
+func TestShmSendNoAlloc(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	a, b := shmPair(t)
+	head, body := []byte("head"), make([]byte, 100)
+	cancel := make(chan struct{})
+	for name, send := range map[string]func() error{
+		"Send":           func() error { return a.Send(1, body) },
+		"SendParts":      func() error { return SendParts(a, 1, head, body) },
+		"SendPartsUntil": func() error { return SendPartsUntil(a, time.Now().Add(time.Second), cancel, 1, head, body) },
+		"TrySendParts": func() error {
+			_, err := a.(TrySender).TrySendParts(1, head, body)
+			return err
+		},
+	} {
+		allocs := testing.AllocsPerRun(1000, func() {
+			if err := send(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			b.Release()
+		})
+		if allocs != 0 {
+			t.Errorf("%s and Recv: %v allocations a message", name, allocs)
+		}
+	}
+}
