@@ -95,11 +95,16 @@ func (c *shmConn) SendParts(typ uint16, head, body []byte) error {
 	return c.SendPartsUntil(time.Time{}, nil, typ, head, body)
 }
 
-// TrySendParts is SendPartsUntil with NoWait that reports false, instead of
-// ErrTimeout, when nothing could be sent at once.
+// TrySendParts is SendPartsUntil with NoWait for ring room, reporting false
+// instead of ErrTimeout when there was none. Like the mutex it replaces, it
+// waits for the send token (within the write deadline and Close): its callers
+// retry on false until their context ends and, as protocol does today, may
+// treat that end as fatal for the connection, so a busy token must not count
+// as a full ring. (BoundedSender's SendPartsUntil with NoWait does not wait
+// for the token either.)
 func (c *shmConn) TrySendParts(typ uint16, head, body []byte) (bool, error) {
-	err := c.SendPartsUntil(NoWait, nil, typ, head, body)
-	if errors.Is(err, ErrTimeout) {
+	err := c.send(time.Time{}, NoWait, nil, typ, head, body)
+	if errors.Is(err, ErrTimeout) && !c.wdlPassed() {
 		return false, nil
 	}
 	return err == nil, err
@@ -111,6 +116,11 @@ func (c *shmConn) TrySendParts(typ uint16, head, body []byte) (bool, error) {
 // straight into the ring; a larger one is fragmented, and if the bound ends
 // after its first fragment went out, the rest is finished in the background.
 func (c *shmConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
+	return c.send(deadline, deadline, cancel, typ, head, body)
+}
+
+// send is SendPartsUntil with separate deadlines for the token and for room.
+func (c *shmConn) send(tokenBy, roomBy time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
 	n := len(head) + len(body)
 	if n > c.max {
 		return tooLarge(n, c.max)
@@ -118,13 +128,13 @@ func (c *shmConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ
 	if !c.end.Enter(duplex.TxSide) {
 		return ErrClosed
 	}
-	if err := c.acquire(deadline, cancel); err != nil {
+	if err := c.acquire(tokenBy, cancel); err != nil {
 		c.end.Exit(duplex.TxSide)
 		return err
 	}
 	tx := c.end.Tx
 	if n <= tx.MaxRecord() {
-		buf, err := tx.ReserveUntil(n, deadline, cancel)
+		buf, err := tx.ReserveUntil(n, roomBy, cancel)
 		if err == nil {
 			copy(buf[copy(buf, head):], body)
 			if err = tx.Commit(typ, n); err == nil {
@@ -135,7 +145,7 @@ func (c *shmConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ
 		c.end.Exit(duplex.TxSide)
 		return shmErr(err)
 	}
-	sent, err := tx.StagePartsUntil(typ, head, body, deadline, cancel)
+	sent, err := tx.StagePartsUntil(typ, head, body, roomBy, cancel)
 	tx.Flush()
 	if cutShort(err, sent, tx) {
 		// The token and our reference go to the finisher.
@@ -224,11 +234,17 @@ func (c *shmConn) finishLater(head, body []byte, sent int) {
 	}()
 }
 
+// wdlPassed reports whether the write deadline has passed.
+func (c *shmConn) wdlPassed() bool {
+	wdl := c.wdl.Load()
+	return wdl != 0 && now() >= wdl
+}
+
 // acquire takes the send token within the bounds: deadline, cancel, the
 // write deadline and Close. A write deadline that has passed fails at once; a
 // deadline of its own that has passed allows one attempt.
 func (c *shmConn) acquire(deadline time.Time, cancel <-chan struct{}) error {
-	if wdl := c.wdl.Load(); wdl != 0 && now() >= wdl {
+	if c.wdlPassed() {
 		return ErrTimeout
 	}
 	if cancel != nil {
