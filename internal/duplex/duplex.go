@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"sync"
+	"sync/atomic"
 
 	"github.com/ringwire/ringwire/ring"
 	"github.com/ringwire/ringwire/shm"
@@ -49,12 +51,22 @@ type End struct {
 	segs  [2]*shm.Segment
 	watch *shm.Watcher
 	life  lifetime
-	err   error // of the release, written by whoever releases
+	err   error       // of the release, written by whoever releases
+	freed atomic.Bool // set after err
+
+	// goneMu is held by PeerGone while it holds its references, so that
+	// Close can wait for a PeerGone in progress: the watcher's references
+	// are internal, and a caller with none of its own expects Close to
+	// release everything before it returns.
+	goneMu sync.Mutex
 }
 
 func newEnd(conn *net.UnixConn) *End {
 	e := &End{conn: conn}
-	e.life.init(func() { e.err = e.release() })
+	e.life.init(func() {
+		e.err = e.release()
+		e.freed.Store(true)
+	})
 	return e
 }
 
@@ -166,6 +178,8 @@ func (e *End) attach(tx, rx, capacity int, cfg *Config) (err error) {
 // watcher calls it; a supervisor that saw the peer process exit may too.
 // After Close it does nothing.
 func (e *End) PeerGone() {
+	e.goneMu.Lock()
+	defer e.goneMu.Unlock()
 	if !e.life.enter(TxSide) {
 		return
 	}
@@ -199,9 +213,10 @@ func (e *End) Shutdown() {
 // Close shuts both rings down (every waiter returns ring.ErrClosed), tells
 // the peer (a shutdown of the control socket's write side, which the peer's
 // watcher sees as a hang-up) and gives up the End's own references. The
-// watcher, the control socket and the memory are released at once if no
-// Enter is outstanding, otherwise by the last Exit. Close returns the
-// release's error when it released; later calls return nil.
+// watcher, the control socket and the memory are released before Close
+// returns if no caller's Enter is outstanding (a PeerGone in progress is
+// waited for), otherwise by the last Exit. Close returns the release's error
+// when the release happened during it; later calls return nil.
 func (e *End) Close() error {
 	if !e.life.close() {
 		return nil
@@ -212,9 +227,12 @@ func (e *End) Close() error {
 	if e.conn != nil {
 		_ = e.conn.CloseWrite()
 	}
-	tx := e.life.exit(TxSide)
-	rx := e.life.exit(RxSide)
-	if tx || rx {
+	e.life.exit(TxSide)
+	e.life.exit(RxSide)
+	// A PeerGone that entered before close may hold the last references.
+	e.goneMu.Lock() // an empty critical section: waiting for it is the point
+	e.goneMu.Unlock()
+	if e.freed.Load() {
 		return e.err
 	}
 	return nil
