@@ -110,7 +110,7 @@ func (c *Consumer) Peek() (Record, error) {
 		if ok || err != nil {
 			return r, err
 		}
-		if err := c.w.wait(c.ready); err != nil {
+		if err := c.w.wait(c.ready, limit{}); err != nil {
 			if c.err == nil && errors.Is(err, ErrCorrupt) {
 				// The waiter's verdict on our bell sticks like any other.
 				c.err = err

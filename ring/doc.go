@@ -75,6 +75,11 @@
 // The futex call is an ordinary (not raw) system call: the Go runtime hands the
 // blocked thread's P to another thread, so other goroutines keep running.
 //
+// A producer's wait can also have a bound of its own (ReserveUntil,
+// StagePartsUntil: a deadline and a cancel channel, polled every CancelPoll
+// while parked). A fragmented message that such a bound cuts short stays
+// open until Resume finishes it; nothing else can be written meanwhile.
+//
 // # Trust
 //
 // Nothing read from the shared memory is trusted. A dead peer is reported by a

@@ -16,6 +16,9 @@ var (
 	ErrTimeout = errors.New("ring: deadline exceeded")
 	// ErrTooLarge reports a record or message over the configured maximum.
 	ErrTooLarge = errors.New("ring: too large")
+	// ErrCanceled reports a wait for room abandoned because its cancel channel
+	// was closed (ReserveUntil, StagePartsUntil).
+	ErrCanceled = errors.New("ring: canceled")
 	// ErrFull is returned by TryReserve when the ring has no room now.
 	ErrFull = errors.New("ring: full")
 	// ErrConfig reports invalid capacity, record size or memory.

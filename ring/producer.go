@@ -25,6 +25,12 @@ type Producer struct {
 	nmsgs uint64 // staged whole messages not yet published
 	nbyte uint64 // staged payload bytes not yet published
 	err   error  // sticky corruption
+
+	// A fragmented message that StagePartsUntil left open: its first
+	// fragment is published, fragLeft bytes of it are still to come (0: none).
+	// Only Resume may write until they are.
+	fragTyp  uint16
+	fragLeft uint64
 }
 
 // NewProducer attaches the writing side to an initialised ring in mem.
@@ -85,15 +91,49 @@ func (p *Producer) free() uint64 { return p.g.capacity - (p.tail - p.head) }
 // place. It blocks, spinning then parking, while the ring is full; staged
 // records are published before it waits. Finish with Commit (or Abort).
 func (p *Producer) Reserve(n int) ([]byte, error) {
-	return p.reserve(n, true)
+	return p.reserve(n, true, limit{})
 }
 
 // TryReserve is Reserve that returns ErrFull instead of waiting.
 func (p *Producer) TryReserve(n int) ([]byte, error) {
-	return p.reserve(n, false)
+	return p.reserve(n, false, limit{})
 }
 
-func (p *Producer) reserve(n int, block bool) ([]byte, error) {
+// ReserveUntil is Reserve with a bound of its own: it waits for room only
+// until deadline (the zero time: no bound beyond SetDeadline's) and only while
+// cancel (nil: never) is open, and otherwise returns ErrTimeout or ErrCanceled
+// with nothing reserved. A deadline that has passed allows one look and no
+// waiting. With a cancel channel the waiter sleeps at most CancelPoll at a
+// time, so a cancel is noticed within about that long. If there is room it
+// neither reads the clock nor looks at cancel.
+func (p *Producer) ReserveUntil(n int, deadline time.Time, cancel <-chan struct{}) ([]byte, error) {
+	if deadline.IsZero() && cancel == nil {
+		return p.reserve(n, true, limit{})
+	}
+	return p.reserve(n, true, limit{deadline: deadlineNanos(deadline), cancel: cancel})
+}
+
+func (p *Producer) reserve(n int, block bool, l limit) ([]byte, error) {
+	if p.fragLeft != 0 {
+		return nil, p.unfinished()
+	}
+	return p.reserveRecord(n, block, l)
+}
+
+// unfinished is the error for a write while a fragmented message is open.
+func (p *Producer) unfinished() error {
+	if p.err != nil {
+		return p.err
+	}
+	if st := p.w.state.Load(); st != stateOpen {
+		return p.w.stateErr(st) // what ended the message's Resume
+	}
+	return fmt.Errorf("%w: %d bytes of a fragmented message are still to be written (Resume)", ErrState, p.fragLeft)
+}
+
+// reserveRecord is reserve without the check for an open fragmented message
+// (the fragment writers use it).
+func (p *Producer) reserveRecord(n int, block bool, l limit) ([]byte, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -115,7 +155,7 @@ func (p *Producer) reserve(n int, block bool) ([]byte, error) {
 			if !block {
 				return nil, ErrFull
 			}
-			if err := p.waitFree(need); err != nil {
+			if err := p.waitFree(need, l); err != nil {
 				return nil, err
 			}
 		}
@@ -134,14 +174,14 @@ func (p *Producer) reserve(n int, block bool) ([]byte, error) {
 
 // waitFree publishes what is staged (the consumer cannot free space for records
 // it cannot see) and waits until need bytes are free.
-func (p *Producer) waitFree(need uint64) error {
+func (p *Producer) waitFree(need uint64, l limit) error {
 	p.Flush()
 	err := p.w.wait(func() bool {
 		if p.refreshHead() != nil {
 			return true
 		}
 		return need <= p.free()
-	})
+	}, l)
 	if p.err != nil {
 		return p.err
 	}
@@ -215,54 +255,121 @@ func (p *Producer) Write(typ uint16, msg []byte) error {
 
 // Stage is Write without the final Flush: whole records stay staged so a batch
 // of small messages is published together. Fragments of a large message are
-// still published as they are written.
+// still published as they are written. If waiting for room fails after the
+// first fragment went out, the producer is unusable from then on (the rest of
+// the message can no longer follow, and another message after half of one
+// would break the stream); StagePartsUntil is the form that can be resumed.
 func (p *Producer) Stage(typ uint16, msg []byte) error {
-	if uint64(len(msg)) <= p.g.maxRecord {
-		buf, err := p.Reserve(len(msg))
-		if err != nil {
-			return err
-		}
-		copy(buf, msg)
-		return p.Commit(typ, len(msg))
+	if p.fragLeft != 0 {
+		return p.unfinished()
 	}
-	total := uint64(len(msg))
-	flags := flagMore
-	for len(msg) > 0 {
-		room := int(p.g.maxRecord)
-		hdr := 0
-		if flags&flagCont == 0 {
-			hdr = fragHeader
-		}
-		n := min(room-hdr, len(msg))
-		buf, err := p.Reserve(hdr + n)
+	sent, err := p.stageParts(typ, msg, nil, limit{})
+	if err != nil && sent > 0 && p.err == nil {
+		p.err = fmt.Errorf("%w (in the middle of a fragmented message: the ring is unusable)", err)
+	}
+	return err
+}
+
+// StagePartsUntil stages head followed by body as one message of type typ, as
+// Stage does, waiting for room for each record only within the bound of
+// ReserveUntil (deadline, cancel, and SetDeadline's deadline). It returns how
+// many bytes of the message went out.
+//
+// When the bound ends before the first record is reserved, it returns 0 and
+// ErrTimeout or ErrCanceled and nothing changed. When it ends after part of a
+// fragmented message was published, it returns that part's size and the
+// error, and the message stays open: until Resume has written the rest (the
+// message from the returned offset on), every other write fails with
+// ErrState, so the consumer never sees another message inside this one.
+func (p *Producer) StagePartsUntil(typ uint16, head, body []byte, deadline time.Time, cancel <-chan struct{}) (int, error) {
+	if p.fragLeft != 0 {
+		return 0, p.unfinished()
+	}
+	return p.stageParts(typ, head, body, limit{deadline: deadlineNanos(deadline), cancel: cancel})
+}
+
+// Resume writes rest, the end of the fragmented message that StagePartsUntil
+// left open, and publishes it. It waits for room as long as it takes: no
+// deadline applies, not even SetDeadline's; only Close, PeerGone or
+// corruption end it, and the ring is then unusable anyway.
+func (p *Producer) Resume(rest []byte) error {
+	if p.fragLeft == 0 || uint64(len(rest)) != p.fragLeft {
+		return fmt.Errorf("%w: Resume with %d bytes, %d expected", ErrState, len(rest), p.fragLeft)
+	}
+	_, err := p.fragments(rest, nil, 0, limit{noSide: true})
+	p.Flush()
+	return err
+}
+
+// Unfinished is the number of bytes still to be written (by Resume) of a
+// fragmented message that StagePartsUntil left open; 0 if there is none.
+func (p *Producer) Unfinished() int { return int(p.fragLeft) }
+
+// stageParts stages head+body as one message, fragmented if it exceeds a
+// record, and returns how many of its bytes went out.
+func (p *Producer) stageParts(typ uint16, head, body []byte, l limit) (int, error) {
+	n := len(head) + len(body)
+	if uint64(n) <= p.g.maxRecord {
+		buf, err := p.reserveRecord(n, true, l)
 		if err != nil {
-			if hdr == 0 && p.err == nil {
-				// Fragments already published cannot be taken back, and a
-				// new message after them would break the stream: this ring
-				// can carry nothing more.
-				p.err = fmt.Errorf("%w (in the middle of a fragmented message: the ring is unusable)", err)
-			}
-			return err
+			return 0, err
 		}
-		if hdr > 0 {
-			binary.LittleEndian.PutUint64(buf, total)
+		copy(buf[copy(buf, head):], body)
+		return n, p.Commit(typ, n)
+	}
+	// The first fragment carries the total.
+	buf, err := p.reserveRecord(int(p.g.maxRecord), true, l)
+	if err != nil {
+		return 0, err
+	}
+	binary.LittleEndian.PutUint64(buf, uint64(n))
+	k := copyParts(buf[fragHeader:], head, body, 0)
+	if err := p.commit(typ, fragHeader+k, flagMore, false); err != nil {
+		return 0, err
+	}
+	p.Flush()
+	p.fragTyp, p.fragLeft = typ, uint64(n-k)
+	return p.fragments(head, body, k, l)
+}
+
+// fragments writes the continuation fragments of the open message from offset
+// off of head+body, publishing each but the last as soon as it is written. It
+// returns the offset reached.
+func (p *Producer) fragments(head, body []byte, off int, l limit) (int, error) {
+	for p.fragLeft > 0 {
+		k := int(min(p.g.maxRecord, p.fragLeft))
+		buf, err := p.reserveRecord(k, true, l)
+		if err != nil {
+			return off, err
 		}
-		copy(buf[hdr:], msg[:n])
-		msg = msg[n:]
-		if len(msg) == 0 {
-			flags &^= flagMore
+		copyParts(buf, head, body, off)
+		off += k
+		p.fragLeft -= uint64(k)
+		flags := flagCont
+		if p.fragLeft > 0 {
+			flags |= flagMore
 		}
-		if err := p.commit(typ, hdr+n, flags, len(msg) == 0); err != nil {
-			return err
+		if err := p.commit(p.fragTyp, k, flags, p.fragLeft == 0); err != nil {
+			return off, err
 		}
-		if len(msg) == 0 {
+		if p.fragLeft == 0 {
 			p.nbyte -= fragHeader // count payload bytes of the message only
 			break
 		}
 		p.Flush()
-		flags |= flagCont
 	}
-	return nil
+	return off, nil
+}
+
+// copyParts copies head+body, from offset off on, into dst and returns the
+// number of bytes copied.
+func copyParts(dst, head, body []byte, off int) int {
+	n := 0
+	if off < len(head) {
+		n = copy(dst, head[off:])
+		off = len(head)
+	}
+	return n + copy(dst[n:], body[off-len(head):])
 }
 
 // SetDeadline bounds how long Reserve and Write wait for space. The zero time

@@ -127,6 +127,15 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // most one wake. Local events (close, peer death, a new deadline) add seq to the
 // word before waking, so they too cannot be missed. A hostile peer rewriting the
 // word can at worst delay us by ParkTimeout, never hang us.
+//
+// A wait's own bound (limit: a deadline and a cancel channel) changes none of
+// this: the deadline only shortens the futex timeout, and the cancel channel,
+// which nobody can wake a futex for, is polled — before each sleep, every 32
+// spins, and with each sleep capped at CancelPoll while there is one — so a
+// cancel is seen at most CancelPoll late and a wake-up is never traded for it.
+// A waiter that leaves for its bound clears its asleep bit with the same CAS
+// as one that leaves on a deadline; if a waker got there first, the bit is
+// already clear and the waker's FUTEX_WAKE finds nobody, which is harmless.
 type waiter struct {
 	bell     *uint32
 	spin     int64
@@ -180,11 +189,7 @@ func (w *waiter) stateErr(st uint32) error {
 // setDeadline sets the deadline for waits (zero time: none) and kicks a
 // sleeping waiter so it recomputes its timeout.
 func (w *waiter) setDeadline(t time.Time) {
-	if t.IsZero() {
-		w.deadline.Store(0)
-	} else {
-		w.deadline.Store(max(int64(t.Sub(epoch)), 1))
-	}
+	w.deadline.Store(deadlineNanos(t))
 	w.kick()
 }
 
@@ -201,15 +206,67 @@ func (w *waiter) kick() {
 	_, _ = shm.FutexWake(w.bell, 1<<30)
 }
 
+// CancelPoll is the longest a waiter with a cancel channel sleeps between two
+// looks at it, so a closed channel is noticed within about this long.
+const CancelPoll = time.Millisecond
+
+// limit is one wait's own bound, on top of the side's deadline.
+type limit struct {
+	deadline int64           // nanotime; 0: none
+	cancel   <-chan struct{} // nil: never
+	noSide   bool            // the side's deadline (SetDeadline) does not apply
+}
+
+// deadlineNanos converts t for limit.deadline (the zero time: 0).
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(int64(t.Sub(epoch)), 1)
+}
+
+// until is the deadline in force for a wait: the earlier of its own and the
+// side's (read anew each time: SetDeadline may change it during the wait).
+func (w *waiter) until(l *limit) int64 {
+	dl := l.deadline
+	if !l.noSide {
+		if sd := w.deadline.Load(); sd != 0 && (dl == 0 || sd < dl) {
+			dl = sd
+		}
+	}
+	return dl
+}
+
+// closed reports whether the cancel channel c is closed (nil: never).
+func closed(c <-chan struct{}) bool {
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // maxBellRetries bounds CAS retries on a bell word. A well-behaved peer changes
 // our bell at most once per sleep, so more failures than this mean the peer is
 // rewriting it.
 const maxBellRetries = 64
 
-// wait spins, then parks, until ready reports true. ready must be cheap and must
-// return true as well when it has found corruption (the caller then reports it).
-func (w *waiter) wait(ready func() bool) error {
+// wait spins, then parks, until ready reports true, the side closes, or l's
+// bound ends (ErrTimeout, ErrCanceled). ready must be cheap and must return
+// true as well when it has found corruption (the caller then reports it). A
+// deadline of l that has passed already allows one look and no waiting.
+func (w *waiter) wait(ready func() bool, l limit) error {
 	start := nanotime()
+	if l.deadline != 0 && start >= l.deadline {
+		if ready() {
+			return nil
+		}
+		return ErrTimeout
+	}
 	budget := w.budget()
 	w.budgetNs.Store(budget)
 	// now is the clock as of the last check, at most 32 polls old: a message
@@ -226,8 +283,11 @@ func (w *waiter) wait(ready func() bool) error {
 			if st := w.state.Load(); st != stateOpen {
 				return w.stateErr(st)
 			}
+			if closed(l.cancel) {
+				return ErrCanceled
+			}
 			now = nanotime()
-			if dl := w.deadline.Load(); dl != 0 && now >= dl {
+			if dl := w.until(&l); dl != 0 && now >= dl {
 				return ErrTimeout
 			}
 			if now-start >= budget {
@@ -256,14 +316,21 @@ func (w *waiter) wait(ready func() bool) error {
 		if st := w.state.Load(); st != stateOpen {
 			return w.stateErr(st)
 		}
+		if closed(l.cancel) {
+			atomic.CompareAndSwapUint32(w.bell, v, v&^bellAsleep)
+			return ErrCanceled
+		}
 		timeout := w.park
-		if dl := w.deadline.Load(); dl != 0 {
+		if dl := w.until(&l); dl != 0 {
 			left := time.Duration(dl - nanotime())
 			if left <= 0 {
 				atomic.CompareAndSwapUint32(w.bell, v, v&^bellAsleep)
 				return ErrTimeout
 			}
 			timeout = min(timeout, left)
+		}
+		if l.cancel != nil {
+			timeout = min(timeout, CancelPoll)
 		}
 		w.c.parks.Add(1)
 		if err := shm.FutexWait(w.bell, v, timeout); errors.Is(err, shm.ErrUnsupported) {

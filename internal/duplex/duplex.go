@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ringwire/ringwire/ring"
 	"github.com/ringwire/ringwire/shm"
@@ -49,13 +50,24 @@ type End struct {
 	conn  *net.UnixConn
 	segs  [2]*shm.Segment
 	watch *shm.Watcher
-	once  sync.Once
-	err   error
+	life  lifetime
+	err   error       // of the release, written by whoever releases
+	freed atomic.Bool // set after err
 
-	// goneMu serialises PeerGone with the unmapping in Close: the watcher's
-	// onGone (PeerGone) may still be running when watch.Close returns.
-	goneMu   sync.Mutex
-	unmapped bool
+	// goneMu is held by PeerGone while it holds its references, so that
+	// Close can wait for a PeerGone in progress: the watcher's references
+	// are internal, and a caller with none of its own expects Close to
+	// release everything before it returns.
+	goneMu sync.Mutex
+}
+
+func newEnd(conn *net.UnixConn) *End {
+	e := &End{conn: conn}
+	e.life.init(func() {
+		e.err = e.release()
+		e.freed.Store(true)
+	})
+	return e
 }
 
 func segmentSize(capacity int) int {
@@ -71,7 +83,7 @@ func Offer(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	if cfg.Capacity == 0 {
 		cfg.Capacity = DefaultCapacity
 	}
-	e := &End{conn: conn}
+	e := newEnd(conn)
 	defer func() {
 		if err != nil {
 			e.conn = nil // the caller keeps it
@@ -108,7 +120,7 @@ func Accept(conn *net.UnixConn, cfg Config) (_ *End, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &End{conn: conn}
+	e := newEnd(conn)
 	defer func() {
 		if err != nil {
 			e.conn = nil // the caller keeps it
@@ -168,41 +180,78 @@ func (e *End) attach(tx, rx, capacity int, cfg *Config) (err error) {
 func (e *End) PeerGone() {
 	e.goneMu.Lock()
 	defer e.goneMu.Unlock()
-	if e.unmapped {
+	if !e.life.enter(TxSide) {
 		return
 	}
+	defer e.life.exit(TxSide)
+	if !e.life.enter(RxSide) {
+		return
+	}
+	defer e.life.exit(RxSide)
 	e.Tx.PeerGone()
 	e.Rx.PeerGone()
 }
 
+// Enter takes a reference on side s of the mapping: the rings stay mapped
+// until the matching Exit. It reports false once Close has begun; the rings
+// must not be touched then. Every goroutine that uses Tx or Rx while another
+// may call Close brackets that use with Enter and Exit (see lifetime).
+func (e *End) Enter(s Side) bool { return e.life.enter(s) }
+
+// Exit drops a reference taken by Enter. The last one after Close releases
+// the End.
+func (e *End) Exit(s Side) { e.life.exit(s) }
+
 // Shutdown wakes every waiter on both rings with ring.ErrClosed, without
-// releasing memory.
+// releasing memory. The caller holds references on both sides (or knows
+// that Close cannot run).
 func (e *End) Shutdown() {
 	_ = e.Tx.Close()
 	_ = e.Rx.Close()
 }
 
-// Hangup tells the peer that this side is gone (a shutdown of the control
-// socket's write side, which the peer's watcher sees as a hang-up) without
-// releasing anything: memory a received message still uses stays mapped
-// until Close.
-func (e *End) Hangup() {
+// Close shuts both rings down (every waiter returns ring.ErrClosed), tells
+// the peer (a shutdown of the control socket's write side, which the peer's
+// watcher sees as a hang-up) and gives up the End's own references. The
+// watcher, the control socket and the memory are released before Close
+// returns if no caller's Enter is outstanding (a PeerGone in progress is
+// waited for), otherwise by the last Exit. Close returns the release's error
+// when the release happened during it; later calls return nil.
+func (e *End) Close() error {
+	if !e.life.close() {
+		return nil
+	}
+	if e.Tx != nil {
+		e.Shutdown()
+	}
 	if e.conn != nil {
 		_ = e.conn.CloseWrite()
 	}
+	e.life.exit(TxSide)
+	e.life.exit(RxSide)
+	// A PeerGone that entered before close may hold the last references.
+	e.goneMu.Lock() // an empty critical section: waiting for it is the point
+	e.goneMu.Unlock()
+	if e.freed.Load() {
+		return e.err
+	}
+	return nil
 }
 
-// Close shuts down, stops the watcher, closes the control socket and unmaps
-// both rings. Call it only after every goroutine using Tx and Rx has returned
-// (Shutdown makes blocked ones return).
-func (e *End) Close() error {
-	e.once.Do(func() {
-		if e.Tx != nil {
-			e.Shutdown()
-		}
-		e.err = e.release()
-	})
-	return e.err
+// LocalAddr is the control socket's local address.
+func (e *End) LocalAddr() net.Addr {
+	if e.conn == nil {
+		return nil
+	}
+	return e.conn.LocalAddr()
+}
+
+// RemoteAddr is the control socket's peer address.
+func (e *End) RemoteAddr() net.Addr {
+	if e.conn == nil {
+		return nil
+	}
+	return e.conn.RemoteAddr()
 }
 
 func (e *End) release() error {
@@ -213,12 +262,8 @@ func (e *End) release() error {
 	if e.conn != nil {
 		errs = append(errs, e.conn.Close())
 	}
-	// A PeerGone that the watcher started before it was stopped wakes the
-	// rings' waiters through their futex words in the mapping: let it finish
-	// before the memory goes away, and keep later calls off it.
-	e.goneMu.Lock()
-	e.unmapped = true
-	e.goneMu.Unlock()
+	// A PeerGone from the watcher holds references (lifetime): when the
+	// release runs, none is in progress and none can start.
 	for _, s := range e.segs {
 		if s != nil {
 			errs = append(errs, s.Close())
