@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/ringwire/ringwire/ring"
@@ -147,44 +146,12 @@ func SendPartsUntil(c Conn, deadline time.Time, cancel <-chan struct{}, typ uint
 	if bs, ok := c.(BoundedSender); ok {
 		return bs.SendPartsUntil(deadline, cancel, typ, head, body)
 	}
-	if ts, ok := c.(TrySender); ok {
-		return trySendUntil(ts, deadline, cancel, typ, head, body)
-	}
 	return SendParts(c, typ, head, body)
-}
-
-// trySendUntil bounds a TrySender's sends by polling.
-func trySendUntil(ts TrySender, deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
-	for i := 0; ; i++ {
-		sent, err := ts.TrySendParts(typ, head, body)
-		if sent || err != nil {
-			return err
-		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return ErrTimeout
-		}
-		select {
-		case <-cancel:
-			return ErrCanceled
-		default:
-		}
-		if i < 64 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(50 * time.Microsecond)
-		}
-	}
 }
 
 // NoWait is a deadline that has passed: SendPartsUntil with it sends only if
 // there is room at once.
 var NoWait = time.Unix(0, 1)
-
-// TrySender is the shared-memory Conn's non-waiting send; superseded by
-// BoundedSender (SendPartsUntil with NoWait) and removed once nothing uses it.
-type TrySender interface {
-	TrySendParts(typ uint16, head, body []byte) (bool, error)
-}
 
 // SendParts sends head followed by body as one message on c, without joining
 // them first when c is a PartsSender.

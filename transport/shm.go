@@ -95,21 +95,6 @@ func (c *shmConn) SendParts(typ uint16, head, body []byte) error {
 	return c.SendPartsUntil(time.Time{}, nil, typ, head, body)
 }
 
-// TrySendParts is SendPartsUntil with NoWait for ring room, reporting false
-// instead of ErrTimeout when there was none. Like the mutex it replaces, it
-// waits for the send token (within the write deadline and Close): its callers
-// retry on false until their context ends and, as protocol does today, may
-// treat that end as fatal for the connection, so a busy token must not count
-// as a full ring. (BoundedSender's SendPartsUntil with NoWait does not wait
-// for the token either.)
-func (c *shmConn) TrySendParts(typ uint16, head, body []byte) (bool, error) {
-	err := c.send(time.Time{}, NoWait, nil, typ, head, body)
-	if errors.Is(err, ErrTimeout) && !c.wdlPassed() {
-		return false, nil
-	}
-	return err == nil, err
-}
-
 // SendPartsUntil sends head followed by body as one message, waiting for the
 // send token and for ring room only within deadline, cancel and the write
 // deadline (see BoundedSender). A message that fits one record is copied

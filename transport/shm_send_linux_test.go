@@ -183,16 +183,15 @@ func TestShmSendPartsUntil(t *testing.T) {
 		roundTrip(t, a, b)
 	})
 
-	t.Run("try", func(t *testing.T) {
+	t.Run("nowait", func(t *testing.T) {
 		a, b := shmPair(t)
 		n := fillRing(t, a)
-		ts := a.(TrySender)
-		if sent, err := ts.TrySendParts(2, []byte("x"), nil); sent || err != nil {
-			t.Fatalf("TrySendParts on a full ring = %v, %v", sent, err)
+		if err := SendPartsUntil(a, NoWait, nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("SendPartsUntil(NoWait) on a full ring = %v", err)
 		}
 		drain(t, b, n)
-		if sent, err := ts.TrySendParts(2, []byte("0"), []byte("y")); !sent || err != nil {
-			t.Fatalf("TrySendParts with room = %v, %v", sent, err)
+		if err := SendPartsUntil(a, NoWait, nil, 2, []byte("0"), []byte("y")); err != nil {
+			t.Fatalf("SendPartsUntil(NoWait) with room = %v", err)
 		}
 		drain(t, b, 1)
 	})
@@ -367,10 +366,7 @@ func TestShmSendNoAlloc(t *testing.T) {
 		"Send":           func() error { return a.Send(1, body) },
 		"SendParts":      func() error { return SendParts(a, 1, head, body) },
 		"SendPartsUntil": func() error { return SendPartsUntil(a, time.Now().Add(time.Second), cancel, 1, head, body) },
-		"TrySendParts": func() error {
-			_, err := a.(TrySender).TrySendParts(1, head, body)
-			return err
-		},
+		"NoWait":         func() error { return SendPartsUntil(a, NoWait, nil, 1, head, body) },
 	} {
 		allocs := testing.AllocsPerRun(1000, func() {
 			if err := send(); err != nil {
