@@ -218,24 +218,25 @@ func (l *frameFreeList[T]) put(v T) {
 
 var frameFreeMax = max(2, runtime.NumCPU())
 
-// frameCompress compresses data with comp into a pooled buffer, or returns
-// nil when that would not make the frame shorter.
-func frameCompress(comp framedCompression, data []byte) *[]byte {
+// frameCompress compresses data with comp into a pooled buffer, after off
+// bytes left free for the frame's header, or returns nil when that would not
+// make the frame shorter.
+func frameCompress(comp framedCompression, data []byte, off int) *[]byte {
 	limit := len(data) - frameRawLen - 1 // the compressed body must fit in this
 	if limit <= 0 {
 		return nil
 	}
 	switch comp {
 	case framedCompLZ4:
-		p := frameGet(limit)
+		p := frameGet(off + limit)
 		lc := frameLZ4Pool.Get().(*lz4.Compressor)
-		n, err := lc.CompressBlock(data, (*p)[:limit])
+		n, err := lc.CompressBlock(data, (*p)[off:off+limit])
 		frameLZ4Pool.Put(lc)
 		if err != nil || n <= 0 || n > limit {
 			framePut(p)
 			return nil
 		}
-		*p = (*p)[:n]
+		*p = (*p)[:off+n]
 		return p
 	case framedCompZstd:
 		enc, err := frameZstdEncs.get()
@@ -243,10 +244,10 @@ func frameCompress(comp framedCompression, data []byte) *[]byte {
 			return nil
 		}
 		// Room for incompressible input, so EncodeAll never reallocates.
-		p := frameGet(len(data) + len(data)>>7 + 1024)
-		out := enc.EncodeAll(data, (*p)[:0])
+		p := frameGet(off + len(data) + len(data)>>7 + 1024)
+		out := enc.EncodeAll(data, (*p)[:off])
 		frameZstdEncs.put(enc)
-		if len(out) > limit || cap(out) != cap(*p) {
+		if len(out)-off > limit || cap(out) != cap(*p) {
 			framePut(p)
 			return nil
 		}

@@ -105,6 +105,7 @@ func framedFuzzReencode(t *testing.T, o framedOptions, m Message) {
 	if err := enc.Send(m.Type, m.Data); err != nil {
 		t.Fatalf("%s: re-encoding: %v", o.Compression, err)
 	}
+	framedIdle(t, enc) // a memory conn is written by the writer goroutine
 	wire := out.out.Bytes()
 	if o.Compression == framedCompNone && !bytes.Equal(wire, framedRawFrame(m.Type, 0, m.Data)) {
 		t.Fatalf("raw re-encoding differs from the frame format")

@@ -1,111 +1,119 @@
 package transport
 
-// The framed transport's send path.
+// The framed transport's send path: every send is bounded, the socket write
+// is not.
 //
-// Sending. Concurrent senders are coalesced by group commit: each encodes its
-// frames (header in a small scratch buffer, payload referenced, not copied,
-// unless compressed), queues them, and either becomes the writer, if no write
-// is in flight, or waits. The writer writes everything queued with one
-// net.Buffers.WriteTo (one writev on *net.UnixConn and *net.TCPConn; other
-// conns such as TLS get the small pieces copied into one staging buffer per
-// write), reports to every sender it carried, and hands the writer role to
-// the first sender that queued meanwhile, which writes the next batch. A
-// sender thus returns once its own frames are on the socket, and no
-// goroutine writes more than one batch for others.
+// A send encodes its frames (header in a small scratch buffer, payload
+// referenced, or compressed into a pooled buffer) and then either writes
+// them itself or hands them to the connection's send queue:
+//
+//   - Direct. When nothing is queued, no write is in progress and nc is a
+//     Unix or TCP socket, the sender makes ONE non-blocking writev of its
+//     frames, zero-copy. What the socket did not take (all of it on EAGAIN)
+//     is copied into the front of the queue for the writer goroutine. The
+//     uncontended path thus costs one syscall and no goroutine hand-off.
+//   - Queued. Otherwise the frames are copied into the queue (small ones
+//     packed into shared chunks, large ones into a buffer of their own;
+//     compressed payloads are handed over without a copy). The queue holds
+//     at most framedSendBuf bytes: a send waits for room (queued + its bytes
+//     within the budget, or the queue empty, so one message larger than the
+//     budget is taken whole when the queue is empty), in arrival order, and
+//     only until its deadline, its cancel channel or the write deadline;
+//     then it fails with ErrTimeout or ErrCanceled having sent nothing.
+//
+// Once a send's frames are written or queued they belong to the connection
+// and the send returns nil. One writer goroutine a connection, started when
+// the queue fills and gone when it empties, drains the queue with blocking
+// writes (writev on sockets, Write on TLS and other conns); the socket never
+// gets a write deadline, so a frame is never cut and TLS stays usable. A
+// peer that stops reading thus costs a sender at most its bound, and the
+// connection at most framedSendBuf plus one send (one message, or one batch)
+// of buffered bytes.
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
+	"time"
 )
 
 const (
-	// framedStageBuf is the staging buffer for conns without writev; pieces
-	// at least framedGatherDirect long are written from the caller's memory.
-	framedStageBuf     = 64 << 10
-	framedGatherDirect = 16 << 10
+	// framedSendBuf is the send queue's budget in bytes.
+	framedSendBuf = 4 << 20
+	// framedChunk is the size of the shared chunks that small frames are
+	// packed into; sends of at most framedSmallCopy bytes go there, larger
+	// ones get a buffer of their own.
+	framedChunk     = 64 << 10
+	framedSmallCopy = 16 << 10
+	// framedWriteMax is the most the writer hands one Write on conns
+	// without writev, so room in the queue frees as the peer reads.
+	framedWriteMax = 256 << 10
 )
 
-// Signals a waiting sender receives on its request's channel.
-const (
-	frameSigDone uint8 = iota + 1 // your frames were written (or failed): see err
-	frameSigLead                  // become the writer for what is queued
-)
-
-// frameReq is one Send or SendBatch call on its way to the socket.
+// frameReq is one send's frames on their way to the socket.
 type frameReq struct {
-	hdr  []byte     // 12 bytes of header scratch per frame
-	bufs [][]byte   // pieces to write, in order
-	comp []*[]byte  // pooled compressed payloads to give back
-	wire int        // bytes of bufs
-	msgs int        // frames
-	raw  int        // payload bytes before compression
-	err  error      // outcome, set by the writer before frameSigDone
-	done chan uint8 // frameSigDone or frameSigLead
+	hdr    []byte       // 12 bytes of header scratch per frame
+	bufs   [][]byte     // pieces to write, in order
+	own    []*[]byte    // per piece: the pooled buffer holding it (compressed frames), else nil
+	chunks []frameChunk // scratch for the queued copy
+	wire   int          // bytes of bufs
+	msgs   int          // frames
+	raw    int          // payload bytes before compression
 }
 
-var frameReqPool = sync.Pool{New: func() any {
-	return &frameReq{done: make(chan uint8, 1)}
-}}
+// frameChunk is a pooled buffer in the send queue; b is its unwritten part.
+type frameChunk struct {
+	p *[]byte
+	b []byte
+}
 
-// Send sends one message; data may be reused when Send returns.
+// frameWaiter is a send waiting for room in the queue.
+type frameWaiter struct {
+	ready chan struct{} // poked (capacity 1) when the sender should look again
+}
+
+var frameReqPool = sync.Pool{New: func() any { return new(frameReq) }}
+
+// Send sends one message; data may be reused when Send returns. Only the
+// write deadline bounds it.
 func (c *framedConn) Send(typ uint16, data []byte) error {
-	if err := c.sendErr(); err != nil {
-		return err
-	}
-	if len(data) > c.max {
-		return fmt.Errorf("%w: message of %d bytes, limit %d", ErrTooLarge, len(data), c.max)
-	}
-	r := c.newReq(1)
-	c.encode(r, r.hdr[:12], typ, data)
-	err := c.submit(r)
-	c.freeReq(r)
-	return err
+	return c.SendPartsUntil(time.Time{}, nil, typ, data, nil)
 }
 
-// SendParts sends head and body as one frame: header, head and body go out
-// in one writev. A frame to be compressed is joined first (the codecs take one
-// slice).
+// SendParts sends head and body as one frame; header, head and body go out
+// in one writev. A frame to be compressed is joined first (the codecs take
+// one slice). Only the write deadline bounds it.
 func (c *framedConn) SendParts(typ uint16, head, body []byte) error {
-	n := len(head) + len(body)
-	if c.flag != 0 && n >= c.thresh || len(head) == 0 || len(body) == 0 {
-		if len(head) == 0 {
-			return c.Send(typ, body)
-		}
-		if len(body) == 0 {
-			return c.Send(typ, head)
-		}
-		p := frameGet(n)
-		msg := append(append((*p)[:0], head...), body...)
-		err := c.Send(typ, msg)
-		framePut(p)
+	return c.SendPartsUntil(time.Time{}, nil, typ, head, body)
+}
+
+// SendPartsUntil sends head and body as one frame, as BoundedSender
+// specifies: it waits for room in the send queue until deadline, while
+// cancel is open and until the write deadline; if it gives up, it returns
+// ErrTimeout or ErrCanceled and nothing was sent. A cancel channel closed
+// already fails it at once.
+func (c *framedConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
+	if err := c.sendCheck(cancel); err != nil {
 		return err
 	}
-	if err := c.sendErr(); err != nil {
-		return err
-	}
-	if n > c.max {
+	if n := len(head) + len(body); n > c.max {
 		return fmt.Errorf("%w: message of %d bytes, limit %d", ErrTooLarge, n, c.max)
 	}
 	r := c.newReq(1)
-	h := r.hdr[:12]
-	r.msgs++
-	r.raw += n
-	framePutHeader(h, n, typ, 0, 0)
-	r.bufs = append(r.bufs, h[:frameHeaderLen], head, body)
-	r.wire += frameHeaderLen + n
-	err := c.submit(r)
+	c.encode(r, r.hdr[:12], typ, head, body)
+	err := c.send(r, deadline, cancel)
 	c.freeReq(r)
 	return err
 }
 
 // SendBatch sends msgs in order, queued together so one write carries them.
-// If any message is too large, none is sent.
+// If any message is too large, none is sent. Only the write deadline bounds
+// it; the batch counts as one send against the queue's budget.
 func (c *framedConn) SendBatch(msgs []Message) error {
-	if err := c.sendErr(); err != nil {
+	if err := c.sendCheck(nil); err != nil {
 		return err
 	}
 	for i := range msgs {
@@ -118,11 +126,30 @@ func (c *framedConn) SendBatch(msgs []Message) error {
 	}
 	r := c.newReq(len(msgs))
 	for i := range msgs {
-		c.encode(r, r.hdr[12*i:12*i+12], msgs[i].Type, msgs[i].Data)
+		c.encode(r, r.hdr[12*i:12*i+12], msgs[i].Type, msgs[i].Data, nil)
 	}
-	err := c.submit(r)
+	err := c.send(r, time.Time{}, nil)
 	c.freeReq(r)
 	return err
+}
+
+// sendCheck fails a send before any work: a dead connection, a write
+// deadline in the past, a closed cancel channel.
+func (c *framedConn) sendCheck(cancel <-chan struct{}) error {
+	if err := c.sendErr(); err != nil {
+		return err
+	}
+	if ncExpired(c.wdeadline.Load()) {
+		return errFrameWriteDeadline
+	}
+	if cancel != nil {
+		select {
+		case <-cancel:
+			return ErrCanceled
+		default:
+		}
+	}
+	return nil
 }
 
 func (c *framedConn) newReq(frames int) *frameReq {
@@ -135,243 +162,492 @@ func (c *framedConn) newReq(frames int) *frameReq {
 }
 
 func (c *framedConn) freeReq(r *frameReq) {
-	for _, p := range r.comp {
-		framePut(p)
+	for _, p := range r.own {
+		if p != nil {
+			framePut(p)
+		}
 	}
-	clear(r.comp)
+	clear(r.own)
 	clear(r.bufs) // drop references to the caller's memory
-	r.comp, r.bufs = r.comp[:0], r.bufs[:0]
-	r.wire, r.msgs, r.raw, r.err = 0, 0, 0, nil
+	clear(r.chunks)
+	r.own, r.bufs, r.chunks = r.own[:0], r.bufs[:0], r.chunks[:0]
+	r.wire, r.msgs, r.raw = 0, 0, 0
 	frameReqPool.Put(r)
 }
 
-// encode appends one frame to r; h is its 12 bytes of header scratch.
-func (c *framedConn) encode(r *frameReq, h []byte, typ uint16, data []byte) {
+// add appends one piece to r; p is the pooled buffer holding it, if any.
+func (r *frameReq) add(b []byte, p *[]byte) {
+	r.bufs = append(r.bufs, b)
+	r.own = append(r.own, p)
+	r.wire += len(b)
+}
+
+// encode appends the frame of head+body to r; h is its 12 bytes of header
+// scratch.
+func (c *framedConn) encode(r *frameReq, h []byte, typ uint16, head, body []byte) {
+	n := len(head) + len(body)
 	r.msgs++
-	r.raw += len(data)
-	if c.flag != 0 && len(data) >= c.thresh {
-		if p := frameCompress(c.comp, data); p != nil {
-			body := *p
-			framePutHeader(h, frameRawLen+len(body), typ, c.flag, len(data))
-			r.bufs = append(r.bufs, h[:12], body)
-			r.comp = append(r.comp, p)
-			r.wire += 12 + len(body)
+	r.raw += n
+	if c.flag != 0 && n >= c.thresh {
+		data, joined := head, (*[]byte)(nil)
+		switch {
+		case len(head) == 0:
+			data = body
+		case len(body) > 0:
+			joined = frameGet(n)
+			data = append(append((*joined)[:0], head...), body...)
+		}
+		p := frameCompress(c.comp, data, frameHeaderLen+frameRawLen)
+		if joined != nil {
+			framePut(joined)
+		}
+		if p != nil {
+			// The header goes in front of the compressed bytes: one piece.
+			framePutHeader(*p, len(*p)-frameHeaderLen, typ, c.flag, n)
+			r.add(*p, p)
 			return
 		}
 	}
-	framePutHeader(h, len(data), typ, 0, 0)
-	r.bufs = append(r.bufs, h[:frameHeaderLen])
-	if len(data) > 0 {
-		r.bufs = append(r.bufs, data)
+	framePutHeader(h, n, typ, 0, 0)
+	r.add(h[:frameHeaderLen], nil)
+	if len(head) > 0 {
+		r.add(head, nil)
 	}
-	r.wire += frameHeaderLen + len(data)
+	if len(body) > 0 {
+		r.add(body, nil)
+	}
 }
 
-// submit queues r and returns when its frames are written (group commit).
-func (c *framedConn) submit(r *frameReq) error {
+// send writes r directly or queues it, waiting for room within its bounds.
+func (c *framedConn) send(r *frameReq, deadline time.Time, cancel <-chan struct{}) error {
 	c.wmu.Lock()
 	if err := c.sendErr(); err != nil {
 		c.wmu.Unlock()
 		return err
 	}
-	c.pending = append(c.pending, r)
-	if c.writing {
-		c.wmu.Unlock()
-		if <-r.done == frameSigDone {
-			return r.err
+	if len(c.waiters) > 0 || !c.fitsLocked(r.wire) {
+		if err := c.waitRoom(r.wire, deadline, cancel); err != nil {
+			c.wmu.Unlock()
+			return err
 		}
-		c.wmu.Lock() // handed the writer role; r is still queued
-	} else {
+	}
+	// Waiters left behind us may stay behind a direct write too.
+	if c.raw != nil && !c.writing && c.wheld == 0 {
 		c.writing = true
+		c.addHeld(r.wire)
+		c.wmu.Unlock()
+		return c.sendDirect(r)
 	}
-	batch := c.pending
-	c.pending = c.spare[:0]
-	c.wmu.Unlock()
-
-	c.writeBatch(batch, r)
-
-	c.wmu.Lock()
-	clear(batch)
-	c.spare = batch[:0]
-	switch {
-	case len(c.pending) == 0:
-		c.writing = false
-	case c.sendErr() != nil:
-		err := c.sendErr()
-		for _, q := range c.pending {
-			q.err = err
-			q.done <- frameSigDone
-		}
-		clear(c.pending)
-		c.pending = c.pending[:0]
-		c.writing = false
-	default:
-		c.pending[0].done <- frameSigLead
-	}
-	if !c.writing && c.stage != nil && c.sendErr() != nil {
-		framePut(c.stage) // no writer will come again
-		c.stage = nil
-	}
-	c.wmu.Unlock()
-	return r.err
+	return c.enqueue(r)
 }
 
-// writeBatch writes the frames of batch, sets each request's outcome and
-// wakes every request but self.
-func (c *framedConn) writeBatch(batch []*frameReq, self *frameReq) {
-	var n int
-	var err error
-	res := c.residue
-	if c.writev {
-		bufs := c.wbufs[:0]
-		if len(res) > 0 {
-			bufs = append(bufs, res)
+// fitsLocked reports whether n more bytes may enter the queue.
+func (c *framedConn) fitsLocked(n int) bool {
+	return c.wheld == 0 || c.wheld+n <= framedSendBuf
+}
+
+func (c *framedConn) addHeld(n int) {
+	c.wheld += n
+	c.wpeak = max(c.wpeak, c.wheld)
+}
+
+// waitRoom waits, with wmu held (and released while it sleeps), until a send
+// of need bytes may enter the queue, in arrival order. It returns with wmu
+// held: nil once the send may go in, else why not.
+func (c *framedConn) waitRoom(need int, deadline time.Time, cancel <-chan struct{}) error {
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return errFrameSendDeadline // the one attempt, made by the caller, failed
+	}
+	w := &frameWaiter{ready: make(chan struct{}, 1)}
+	c.waiters = append(c.waiters, w)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		for _, q := range batch {
-			bufs = append(bufs, q.bufs...)
+	}()
+	for {
+		if err := c.sendErr(); err != nil {
+			c.removeWaiterLocked(w)
+			return err
 		}
-		c.wbufs = bufs
-		c.wview = bufs
-		var n64 int64
-		n64, err = c.wview.WriteTo(c.nc)
-		n = int(n64)
-		c.writes.Add(1)
-		clear(bufs)
-		c.wview = nil
-	} else {
-		n, err = c.gatherWrite(res, batch)
+		wd := c.wdeadline.Load()
+		if ncExpired(wd) {
+			c.removeWaiterLocked(w)
+			return errFrameWriteDeadline
+		}
+		if c.waiters[0] == w && c.fitsLocked(need) {
+			c.removeWaiterLocked(w) // and wakes the next one, which may fit too
+			return nil
+		}
+		now := time.Now()
+		if !deadline.IsZero() && !now.Before(deadline) {
+			c.removeWaiterLocked(w)
+			return errFrameSendDeadline
+		}
+		// Sleep until poked, cancelled, or the nearer deadline.
+		until := deadline
+		if wd != ncNoDeadline && (until.IsZero() || wd < until.UnixNano()) {
+			until = time.Unix(0, wd)
+		}
+		var expired <-chan time.Time
+		if !until.IsZero() {
+			if timer == nil {
+				timer = time.NewTimer(until.Sub(now))
+			} else {
+				timer.Reset(until.Sub(now))
+			}
+			expired = timer.C
+		}
+		c.wmu.Unlock()
+		select {
+		case <-w.ready:
+		case <-expired:
+		case <-cancel:
+			c.wmu.Lock()
+			c.removeWaiterLocked(w)
+			return ErrCanceled
+		}
+		c.wmu.Lock()
+	}
+}
+
+// removeWaiterLocked takes w off the waiters; the new first one, if w was
+// first, is poked to look again.
+func (c *framedConn) removeWaiterLocked(w *frameWaiter) {
+	i := slices.Index(c.waiters, w)
+	if i < 0 {
+		return
+	}
+	c.waiters = slices.Delete(c.waiters, i, i+1)
+	if i == 0 {
+		c.wakeHeadLocked()
+	}
+}
+
+// wakeHeadLocked pokes the first waiting sender: there may be room now.
+func (c *framedConn) wakeHeadLocked() {
+	if len(c.waiters) > 0 {
+		select {
+		case c.waiters[0].ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wakeAllLocked pokes every waiting sender: the state or a deadline changed.
+func (c *framedConn) wakeAllLocked() {
+	for _, w := range c.waiters {
+		select {
+		case w.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// enqueue copies r into the queue; it is called with wmu held, after room
+// was found, and returns with it released. Small sends are packed into the
+// last chunk under the lock; large ones reserve their room and are copied
+// outside it.
+func (c *framedConn) enqueue(r *frameReq) error {
+	if r.wire <= framedSmallCopy {
+		c.packLocked(r)
+		c.addHeld(r.wire)
+		c.kickLocked()
+		c.wmu.Unlock()
+		c.msgsSent.Add(uint64(r.msgs))
+		c.bytesSent.Add(uint64(r.raw))
+		return nil
+	}
+	c.addHeld(r.wire)
+	c.wmu.Unlock()
+	chunks := c.chunksFrom(r, 0)
+	c.wmu.Lock()
+	if err := c.sendErr(); err != nil {
+		// Closed or broken while we copied: nothing of r went out.
+		c.wheld -= r.wire
+		c.wakeHeadLocked()
+		c.wmu.Unlock()
+		frameDropChunks(chunks)
+		return err
+	}
+	c.queue = append(c.queue, chunks...)
+	c.kickLocked()
+	c.wmu.Unlock()
+	c.msgsSent.Add(uint64(r.msgs))
+	c.bytesSent.Add(uint64(r.raw))
+	return nil
+}
+
+// packLocked copies r's pieces into the queue's last chunk, or a new one.
+func (c *framedConn) packLocked(r *frameReq) {
+	if k := len(c.queue); k > 0 {
+		if t := &c.queue[k-1]; cap(t.b)-len(t.b) >= r.wire {
+			for _, b := range r.bufs {
+				t.b = append(t.b, b...)
+			}
+			return
+		}
+	}
+	p := frameGet(max(r.wire, framedChunk))
+	b := (*p)[:0]
+	for _, piece := range r.bufs {
+		b = append(b, piece...)
+	}
+	c.queue = append(c.queue, frameChunk{p: p, b: b})
+}
+
+// chunksFrom turns r's pieces, from byte skip on, into queue chunks: pooled
+// compressed buffers are handed over as they are, runs of the caller's
+// memory are copied into one new buffer each. The result lives in r.chunks.
+func (c *framedConn) chunksFrom(r *frameReq, skip int) []frameChunk {
+	out := r.chunks[:0]
+	var cur *frameChunk // the copy chunk being filled
+	off := 0
+	for i, b := range r.bufs {
+		end := off + len(b)
+		if end <= skip {
+			off = end
+			continue
+		}
+		b = b[max(skip-off, 0):]
+		off = end
+		if p := r.own[i]; p != nil {
+			out = append(out, frameChunk{p: p, b: b})
+			r.own[i] = nil // the queue owns it now
+			cur = nil
+			continue
+		}
+		if cur == nil {
+			size := len(b)
+			for j := i + 1; j < len(r.bufs) && r.own[j] == nil; j++ {
+				size += len(r.bufs[j])
+			}
+			p := frameGet(size)
+			out = append(out, frameChunk{p: p, b: (*p)[:0]})
+			cur = &out[len(out)-1]
+		}
+		cur.b = append(cur.b, b...)
+	}
+	r.chunks = out
+	return out
+}
+
+// frameDropChunks gives queue chunks back to the pool.
+func frameDropChunks(chunks []frameChunk) {
+	for i := range chunks {
+		if chunks[i].p != nil {
+			framePut(chunks[i].p)
+		}
+		chunks[i] = frameChunk{}
+	}
+}
+
+// sendDirect makes one non-blocking writev of r (the caller took the writing
+// role and counted r in wheld) and queues what the socket did not take.
+func (c *framedConn) sendDirect(r *frameReq) error {
+	c.wvec = append(c.wvec[:0], r.bufs[:min(len(r.bufs), framedMaxIov)]...)
+	c.wn, c.werr = 0, nil
+	if err := c.raw.Write(c.rawOnce); err != nil && c.werr == nil {
+		c.werr = err // the socket is closed
+	}
+	n, werr := c.wn, c.werr
+	clear(c.wvec)
+	if werr != nil {
+		// Nothing went out. Settle the error before others may write.
+		err := c.writeFailed(werr)
+		c.wmu.Lock()
+		c.wheld -= r.wire
+		c.releaseWritingLocked()
+		c.wmu.Unlock()
+		return err
 	}
 	c.wireSent.Add(uint64(n))
-	if len(res) > 0 {
-		// The frame cut short by an earlier deadline comes first.
-		done := min(n, len(res))
-		c.residue = res[done:]
-		n -= done
-		if len(c.residue) == 0 {
-			c.residue = nil
-		}
+	c.msgsSent.Add(uint64(r.msgs))
+	c.bytesSent.Add(uint64(r.raw))
+	var rest []frameChunk
+	if n < r.wire {
+		// Still ours alone: nobody else writes or takes the queue's front
+		// while we hold the writing role.
+		rest = c.chunksFrom(r, n)
 	}
-	if err != nil {
-		err = c.writeErr(err, batch, n)
+	c.wmu.Lock()
+	c.wheld -= n
+	if len(rest) > 0 {
+		c.queue = slices.Insert(c.queue, 0, rest...)
 	}
-	end := 0
-	for _, q := range batch {
-		end += q.wire
-		if err == nil || end <= n {
-			q.err = nil
-			c.msgsSent.Add(uint64(q.msgs))
-			c.bytesSent.Add(uint64(q.raw))
-		} else {
-			q.err = err
+	c.releaseWritingLocked()
+	c.wmu.Unlock()
+	return nil
+}
+
+// releaseWritingLocked ends a direct write or the writer goroutine: the
+// writer goroutine starts if anything is queued, the socket closes if the
+// connection was closed meanwhile, and waiting senders look for room.
+func (c *framedConn) releaseWritingLocked() {
+	c.writing = false
+	c.kickLocked()
+	if !c.writing && c.closed.Load() {
+		if c.linger != nil {
+			c.linger.Stop()
 		}
-		if q != self {
-			q.done <- frameSigDone // q may be reused from here on
-		}
+		_ = c.closeSocket()
+	}
+	c.wakeHeadLocked()
+}
+
+// kickLocked starts the writer goroutine if frames are queued and nobody
+// writes.
+func (c *framedConn) kickLocked() {
+	if !c.writing && len(c.queue) > 0 {
+		c.writing = true
+		go c.writeLoop()
 	}
 }
 
-// writeErr maps a write error after n bytes of batch were written to what
-// the unwritten requests return, and breaks the conn when the stream cannot
-// go on.
-func (c *framedConn) writeErr(err error, batch []*frameReq, n int) error {
+// writeLoop is the writer goroutine: it writes what is queued, batch after
+// batch, with blocking writes, and ends when the queue is empty or nothing
+// more can be written.
+func (c *framedConn) writeLoop() {
+	c.wmu.Lock()
+	for len(c.queue) > 0 && !c.writeStopped() {
+		batch := c.queue
+		c.queue, c.spare = c.spare[:0], nil
+		c.wmu.Unlock()
+		rest, err := c.writeBatch(batch)
+		if err != nil {
+			// Stop: the connection is closed, broken, or its peer gone.
+			// Settle that first (we still hold the writing role), then drop
+			// what can no longer be written.
+			if c.closed.Load() {
+				_ = c.closeSocket() // the linger's end, or a peer gone meanwhile
+			} else {
+				_ = c.writeFailed(err)
+			}
+			c.wmu.Lock()
+			c.dropLocked(rest)
+			c.dropLocked(c.queue)
+			c.queue = c.queue[:0]
+			c.releaseWritingLocked()
+			c.wmu.Unlock()
+			return
+		}
+		c.wmu.Lock()
+		c.spare = batch[:0]
+	}
+	if c.writeStopped() {
+		c.dropLocked(c.queue)
+		c.queue = c.queue[:0]
+	}
+	c.releaseWritingLocked()
+	c.wmu.Unlock()
+}
+
+// writeStopped reports that nothing more can be sent: the peer is gone or
+// the socket is closed. (Close alone does not stop the writer: it finishes
+// what was accepted, within the linger.)
+func (c *framedConn) writeStopped() bool {
+	return c.wfailure.Load() != nil || c.sockClosed.Load()
+}
+
+// dropLocked gives back chunks that will never be written.
+func (c *framedConn) dropLocked(chunks []frameChunk) {
+	for i := range chunks {
+		c.wheld -= len(chunks[i].b)
+	}
+	frameDropChunks(chunks)
+}
+
+// writeBatch writes batch in order, giving each chunk back once written and
+// freeing its room in the queue as it goes. On an error it returns the
+// chunks not (fully) written.
+func (c *framedConn) writeBatch(batch []frameChunk) ([]frameChunk, error) {
+	for len(batch) > 0 {
+		var n int
+		var err error
+		if c.raw != nil {
+			c.wvec = c.wvec[:0]
+			for i := 0; i < len(batch) && i < framedMaxIov; i++ {
+				c.wvec = append(c.wvec, batch[i].b)
+			}
+			c.wn, c.werr = 0, nil
+			if err := c.raw.Write(c.rawWait); err != nil && c.werr == nil {
+				c.werr = err
+			}
+			n, err = c.wn, c.werr
+			clear(c.wvec)
+		} else {
+			b := batch[0].b
+			b = b[:min(len(b), framedWriteMax)]
+			n, err = c.nc.Write(b)
+			c.writes.Add(1)
+			n = max(n, 0)
+			if err == nil && n < len(b) {
+				err = io.ErrShortWrite
+			}
+		}
+		if n > 0 {
+			c.wireSent.Add(uint64(n))
+			for done := n; done > 0; {
+				k := min(done, len(batch[0].b))
+				batch[0].b = batch[0].b[k:]
+				done -= k
+				if len(batch[0].b) == 0 {
+					framePut(batch[0].p)
+					batch[0] = frameChunk{}
+					batch = batch[1:]
+				}
+			}
+			c.wmu.Lock()
+			c.wheld -= n
+			c.wakeHeadLocked()
+			c.wmu.Unlock()
+		}
+		if err != nil {
+			return batch, err
+		}
+	}
+	return nil, nil
+}
+
+// writevOnce is the direct write: one writev attempt, whatever it does.
+func (c *framedConn) writevOnce(fd uintptr) bool {
+	n, _, err := frameWritev(fd, c.wvec)
+	c.writes.Add(1)
+	c.wn, c.werr = n, err
+	return true
+}
+
+// writevWait is the writer goroutine's write: one writev, or, if the socket
+// is full, false, so RawConn.Write waits until it can take more.
+func (c *framedConn) writevWait(fd uintptr) bool {
+	n, again, err := frameWritev(fd, c.wvec)
+	c.writes.Add(1)
+	if again {
+		return false
+	}
+	c.wn, c.werr = n, err
+	return true
+}
+
+// writeFailed maps a write error to what sends return from now on: a peer
+// gone leaves Recv to drain; anything else breaks the connection. The caller
+// must not hold wmu.
+func (c *framedConn) writeFailed(err error) error {
 	if st := c.sendErr(); st != nil {
 		return st
 	}
-	if frameIsTimeout(err) {
-		if c.timeoutBreaks {
-			c.fail(fmt.Errorf("%w: a write deadline passed on a TLS connection, which cannot write after that (%v)", ErrClosed, err))
-			return fmt.Errorf("%w: connection closed (%v)", ErrTimeout, err)
-		}
-		if len(c.residue) == 0 {
-			// Keep the rest of a frame cut in the middle: it goes out
-			// first with the next write. Frames after it were not sent.
-			c.residue = frameTail(batch, n)
-		}
-		return fmt.Errorf("%w (%v)", ErrTimeout, err)
-	}
 	if frameIsPeerGone(err) {
-		// The peer stopped reading, but what it sent before may still be
-		// waiting: sends fail from now on, Recv goes on until the end.
 		e := fmt.Errorf("%w: %w", ErrPeerGone, err)
-		c.wfailure.CompareAndSwap(nil, &e)
+		if c.wfailure.CompareAndSwap(nil, &e) {
+			c.wmu.Lock()
+			c.wakeAllLocked()
+			c.wmu.Unlock()
+		}
 		return c.sendErr()
 	}
 	if errors.Is(err, net.ErrClosed) {
 		return c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
 	}
 	return c.fail(fmt.Errorf("transport: framed write: %w", err))
-}
-
-// frameTail copies the unwritten rest of the frame of batch in which the
-// write stopped after n bytes, or returns nil if it stopped between frames.
-// Every frame starts with a header piece whose first word is the payload
-// length on the wire, so frame ends are found by walking the pieces.
-func frameTail(batch []*frameReq, n int) []byte {
-	var tail []byte
-	off, frameEnd := 0, 0
-	for _, q := range batch {
-		for _, b := range q.bufs {
-			if off == frameEnd {
-				if off >= n {
-					return tail // n fell on a frame boundary
-				}
-				frameEnd = off + frameHeaderLen + int(binary.LittleEndian.Uint32(b))
-			}
-			if end := off + len(b); end > n {
-				tail = append(tail, b[max(n-off, 0):]...)
-			}
-			off += len(b)
-			if off == frameEnd && off > n {
-				return tail
-			}
-		}
-	}
-	return tail
-}
-
-// gatherWrite writes res and then batch on a conn without writev: small
-// pieces are copied into the staging buffer, large ones written in place.
-func (c *framedConn) gatherWrite(res []byte, batch []*frameReq) (int, error) {
-	if c.stage == nil {
-		c.stage = frameGet(framedStageBuf)
-	}
-	stage := *c.stage
-	written, staged := 0, 0
-	write := func(b []byte) error {
-		n, err := c.nc.Write(b)
-		c.writes.Add(1)
-		written += n
-		if err == nil && n < len(b) {
-			err = io.ErrShortWrite
-		}
-		return err
-	}
-	if len(res) > 0 {
-		if err := write(res); err != nil {
-			return written, err
-		}
-	}
-	for _, q := range batch {
-		for _, b := range q.bufs {
-			if staged > 0 && (len(b) >= framedGatherDirect || staged+len(b) > len(stage)) {
-				if err := write(stage[:staged]); err != nil {
-					return written, err
-				}
-				staged = 0
-			}
-			if len(b) >= framedGatherDirect {
-				if err := write(b); err != nil {
-					return written, err
-				}
-				continue
-			}
-			staged += copy(stage[staged:], b)
-		}
-	}
-	if staged > 0 {
-		if err := write(stage[:staged]); err != nil {
-			return written, err
-		}
-	}
-	return written, nil
 }
