@@ -59,20 +59,7 @@ func realPair(t *testing.T, kind Kind) (Conn, Conn) {
 func TestNetConnConformanceReal(t *testing.T) {
 	for _, kind := range []Kind{KindShm, KindUnix, KindTCP} {
 		t.Run("kind="+kind.String(), func(t *testing.T) {
-			var skip map[string]string
-			if kind == KindTCP {
-				// crypto/tls cannot write after a write timeout
-				// (tls.Conn.SetWriteDeadline), so the framed Conn over TLS
-				// closes then (TestFramedWriteDeadline/mid-frame/net=tls):
-				// the checks that let a write deadline expire and go on
-				// using the connection do not apply.
-				why := "over TLS a write timeout closes the connection"
-				skip = map[string]string{}
-				for _, name := range []string{"RacyWrite", "WriteTimeout", "PastTimeout", "PresentTimeout", "FutureTimeout", "ConcurrentMethods"} {
-					skip[name] = why
-				}
-			}
-			testNetConnConformance(t, func(t *testing.T) (Conn, Conn) { return realPair(t, kind) }, skip)
+			testNetConnConformance(t, func(t *testing.T) (Conn, Conn) { return realPair(t, kind) }, nil)
 		})
 	}
 }
