@@ -158,6 +158,12 @@ func (c *framedConn) Stats() Stats {
 	}
 }
 
+// LocalAddr returns the socket's local address (over TLS, the TCP one).
+func (c *framedConn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// RemoteAddr returns the socket's remote address (over TLS, the TCP one).
+func (c *framedConn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
 // framedPast is a deadline in the past, which wakes a blocked Read.
 var framedPast = time.Unix(1, 0)
 
