@@ -23,12 +23,12 @@ package transport
 //
 // Once a send's frames are written or queued they belong to the connection
 // and the send returns nil. One writer goroutine a connection, started when
-// the queue fills and gone when it empties, drains the queue with blocking
-// writes (writev on sockets, Write on TLS and other conns); the socket never
-// gets a write deadline, so a frame is never cut and TLS stays usable. A
-// peer that stops reading thus costs a sender at most its bound, and the
-// connection at most framedSendBuf plus one send (one message, or one batch)
-// of buffered bytes.
+// something is queued and gone when the queue is empty, drains the queue
+// with blocking writes (writev on sockets, Write on TLS and other conns);
+// the socket never gets a write deadline, so a frame is never cut and TLS
+// stays usable. A peer that stops reading thus costs a sender at most its
+// bound, and the connection at most framedSendBuf plus one send (one
+// message, or one batch) of buffered bytes (wheld counts them).
 
 import (
 	"errors"
