@@ -626,6 +626,9 @@ func (c *framedConn) writevWait(fd uintptr) bool {
 	if again {
 		return false
 	}
+	if n == 0 && err == nil {
+		err = io.ErrNoProgress // a stream socket takes a byte or fails; never spin
+	}
 	c.wn, c.werr = n, err
 	return true
 }
