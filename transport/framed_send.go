@@ -93,10 +93,12 @@ func (c *framedConn) SendParts(typ uint16, head, body []byte) error {
 // SendPartsUntil sends head and body as one frame, as BoundedSender
 // specifies: it waits for room in the send queue until deadline, while
 // cancel is open and until the write deadline; if it gives up, it returns
-// ErrTimeout or ErrCanceled and nothing was sent. A cancel channel closed
-// already fails it at once.
+// ErrTimeout or ErrCanceled and nothing was sent. A deadline in the past or a
+// cancel channel closed already make one attempt without waiting (as
+// transport.SendPartsUntil does for a TrySender); a write deadline in the
+// past fails it at once.
 func (c *framedConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
-	if err := c.sendCheck(cancel); err != nil {
+	if err := c.sendCheck(); err != nil {
 		return err
 	}
 	if n := len(head) + len(body); n > c.max {
@@ -113,7 +115,7 @@ func (c *framedConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, 
 // If any message is too large, none is sent. Only the write deadline bounds
 // it; the batch counts as one send against the queue's budget.
 func (c *framedConn) SendBatch(msgs []Message) error {
-	if err := c.sendCheck(nil); err != nil {
+	if err := c.sendCheck(); err != nil {
 		return err
 	}
 	for i := range msgs {
@@ -134,20 +136,13 @@ func (c *framedConn) SendBatch(msgs []Message) error {
 }
 
 // sendCheck fails a send before any work: a dead connection, a write
-// deadline in the past, a closed cancel channel.
-func (c *framedConn) sendCheck(cancel <-chan struct{}) error {
+// deadline in the past.
+func (c *framedConn) sendCheck() error {
 	if err := c.sendErr(); err != nil {
 		return err
 	}
 	if ncExpired(c.wdeadline.Load()) {
 		return errFrameWriteDeadline
-	}
-	if cancel != nil {
-		select {
-		case <-cancel:
-			return ErrCanceled
-		default:
-		}
 	}
 	return nil
 }
@@ -255,8 +250,15 @@ func (c *framedConn) addHeld(n int) {
 // of need bytes may enter the queue, in arrival order. It returns with wmu
 // held: nil once the send may go in, else why not.
 func (c *framedConn) waitRoom(need int, deadline time.Time, cancel <-chan struct{}) error {
+	// The one attempt, made by the caller, failed: no waiting past a bound
+	// that has ended already.
 	if !deadline.IsZero() && !time.Now().Before(deadline) {
-		return errFrameSendDeadline // the one attempt, made by the caller, failed
+		return errFrameSendDeadline
+	}
+	select {
+	case <-cancel:
+		return ErrCanceled
+	default:
 	}
 	w := &frameWaiter{ready: make(chan struct{}, 1)}
 	c.waiters = append(c.waiters, w)

@@ -234,7 +234,8 @@ func TestFramedSendStalledPeer(t *testing.T) {
 			t.Fatalf("send cancelled after 100ms returned after %v", d)
 		}
 
-		// A cancel channel closed already, and NoWait on a full queue: at once.
+		// A cancel channel closed already, and NoWait, on a full queue: one
+		// attempt, and no waiting.
 		start = time.Now()
 		if err := framedSendSeq(a, time.Time{}, cancel, big); !errors.Is(err, ErrCanceled) {
 			t.Fatalf("send with a closed cancel channel: %v", err)
@@ -255,7 +256,7 @@ func TestFramedSendStalledPeer(t *testing.T) {
 		go func() {
 			err := framedRecvSeqs(b, 0, next)
 			if err == nil {
-				err = framedRecvSeqs(b, big, big+2)
+				err = framedRecvSeqs(b, big, big+3)
 			}
 			got <- err
 		}()
@@ -263,6 +264,11 @@ func TestFramedSendStalledPeer(t *testing.T) {
 			if err := framedSendSeq(a, time.Now().Add(framedTestDeadline), nil, seq); err != nil {
 				t.Fatalf("send %d after the peer resumed: %v", seq, err)
 			}
+		}
+		// With room, a closed cancel channel (like NoWait) still sends.
+		framedIdle(t, a)
+		if err := framedSendSeq(a, time.Time{}, cancel, big+2); err != nil {
+			t.Fatalf("send with a closed cancel channel and room: %v", err)
 		}
 		if err := <-got; err != nil {
 			t.Fatal(err)
