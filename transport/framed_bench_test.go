@@ -286,7 +286,7 @@ func framedBenchCodec(b *testing.B, comp framedCompression, data []byte) {
 	b.ReportAllocs()
 	wire := 0
 	for range b.N {
-		p := frameCompress(comp, data)
+		p := frameCompress(comp, data, 0)
 		if p == nil {
 			b.Fatal("did not compress")
 		}

@@ -105,6 +105,7 @@ func framedFuzzReencode(t *testing.T, o framedOptions, m Message) {
 	if err := enc.Send(m.Type, m.Data); err != nil {
 		t.Fatalf("%s: re-encoding: %v", o.Compression, err)
 	}
+	framedIdle(t, enc) // a memory conn is written by the writer goroutine
 	wire := out.out.Bytes()
 	if o.Compression == framedCompNone && !bytes.Equal(wire, framedRawFrame(m.Type, 0, m.Data)) {
 		t.Fatalf("raw re-encoding differs from the frame format")
@@ -123,4 +124,50 @@ func framedFuzzReencode(t *testing.T, o framedOptions, m Message) {
 	if s := enc.Stats(); s.WireBytesSent != uint64(len(wire)) || s.MessagesSent != 1 {
 		t.Fatalf("%s: stats %+v for %d wire bytes", o.Compression, s, len(wire))
 	}
+}
+
+// FuzzFrameCodec drives the codec alone, without a connection: a header
+// parsed from arbitrary bytes must follow the rules (or fail with a
+// sentinel), and a compressed payload must decode to exactly its declared
+// size or fail with one.
+func FuzzFrameCodec(f *testing.F) {
+	f.Add(framedRawFrame(1, 0, []byte("hello")))
+	f.Add(framedRawFrame(1, frameFlagLZ4, framedCompressed(300, framedLZ4Block(f, framedJSONPool[:300]))))
+	f.Add(framedRawFrame(1, frameFlagZstd, framedCompressed(300, framedZstdFrame(f, framedJSONPool[:300]))))
+	f.Add(framedRawFrame(1, frameFlagZstd, framedCompressed(300, framedZstdRLE(3, 100))))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, comp := range framedComps {
+			h, need, err := frameParseHeader(data, comp, framedFuzzMax)
+			switch {
+			case err != nil:
+				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrTooLarge) {
+					t.Fatalf("%s: header error %v is no sentinel", comp, err)
+				}
+				continue
+			case need > 0:
+				if len(data)+need > frameHeaderLen+frameRawLen {
+					t.Fatalf("%s: needs %d more after %d bytes", comp, need, len(data))
+				}
+				continue
+			}
+			if h.length > framedFuzzMax || h.flags != 0 && (h.flags != comp.flag() || h.raw < 1 || h.raw > framedFuzzMax || h.length <= frameRawLen) {
+				t.Fatalf("%s: header %+v breaks the rules", comp, h)
+			}
+			payload := data[frameHeaderLen:]
+			if h.flags == 0 || len(payload) < h.length {
+				continue
+			}
+			p, err := frameDecompress(h.flags, payload[frameRawLen:h.length], h.raw)
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("%s: decode error %v is not ErrCorrupt", comp, err)
+				}
+				continue
+			}
+			if len(*p) < h.raw {
+				t.Fatalf("%s: decoded into %d bytes, declared %d", comp, len(*p), h.raw)
+			}
+			framePut(p)
+		}
+	})
 }
