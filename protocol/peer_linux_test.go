@@ -446,8 +446,8 @@ func TestConcurrentCallsWithCancellation(t *testing.T) {
 			host, plugin := peerPair(t, md.mode, nil, echoMux())
 			hammer(t, host)
 			waitFor(t, 2*time.Second, func() bool {
-				plugin.mu.Lock()
-				defer plugin.mu.Unlock()
+				plugin.serveMu.Lock()
+				defer plugin.serveMu.Unlock()
 				return len(plugin.serving) == 0
 			}, "every handler finished")
 			host.Close()
