@@ -123,6 +123,14 @@ func (p *Peer) drainOutbox() {
 	}
 }
 
+// busy reports whether the outbox holds answers the peer has not made room
+// for yet.
+func (o *outbox) busy() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.running
+}
+
 // wake releases every poster waiting for room (under mu).
 func (o *outbox) wake() {
 	if o.room != nil {
@@ -150,7 +158,7 @@ func (p *Peer) stalled() error {
 // else waiting at most until the call's deadline and SendTimeout. Bytes
 // that wait count against the connection's budget.
 func (p *Peer) sendAnswer(hc *handlerCtx, typ uint16, head, body []byte) error {
-	if hc.view {
+	if hc.reader {
 		// A view handler runs on the reading goroutine: never wait.
 		p.post(typ, head, body)
 		return nil
