@@ -502,37 +502,51 @@ func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, o Optio
 }
 
 // TestLiveMutualFlood (3): both sides serve (a handler and a view handler)
-// and both call the other with 256 KiB requests from 32 goroutines each
-// (8 MiB in flight each way, twice a ring), so both directions fill and
-// both readers have replies to send. No deadlock:
-// every call returns (success or its own deadline) within a bound, and a
-// fresh call afterwards succeeds.
+// and call each other at once, so both directions fill and both readers
+// have replies to send. No deadlock: every call returns (success or its own
+// deadline) within a bound, and a fresh call afterwards succeeds.
+//
+//	256KiB: requests of 256 KiB from 32 goroutines each way (8 MiB in
+//	        flight each way, twice a ring), to a handler and a view handler;
+//	1.5MiB: view calls of 1.5 MiB (a reply larger than the outbox's 1 MiB,
+//	        within a shm record) from 6 goroutines each way, while 2 more
+//	        on each side ping: a pong must not wait behind a large reply.
 func TestLiveMutualFlood(t *testing.T) {
+	floods := []struct {
+		name         string
+		host, child  []string
+		size, gorout int
+	}{
+		{"256KiB", []string{"echo", "echoview"}, []string{"hostecho", "hostview"}, 256 << 10, 32},
+		{"1.5MiB", []string{"echoview", "echoview", "echoview", ""}, []string{"hostview", "hostview", "hostview", ""}, 1536 << 10, 8},
+	}
 	for _, mode := range liveModes {
-		t.Run(mode, func(t *testing.T) {
-			host, _ := peerWithChildOpts(t, "live", mode, Options{Mux: hostMux(nil), Logger: quiet})
-			spec := floodSpec{Size: 256 << 10, Goroutines: 32, Calls: 20, Timeout: time.Second, Duration: 1500 * time.Millisecond}
-			cs := spec
-			cs.Methods = []string{"hostecho", "hostview"}
-			startChildFlood(t, host, cs)
-			hs := spec
-			hs.Methods = []string{"echo", "echoview"}
-			start := time.Now()
-			ht := waitTally(t, floodAsync(host, hs, nil), spec.Duration+spec.Timeout+2*time.Second, "host calls")
-			t.Logf("host flood done after %v", time.Since(start).Round(time.Millisecond))
-			checkBounded(t, "host calls", ht, false)
-			if ct := childTally(t, host, 5*time.Second); ct != nil {
-				checkBounded(t, "child calls", ct, false)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			if out, err := host.Call(ctx, "echo", []byte("after")); err != nil || string(out) != "after" {
-				t.Errorf("a fresh call after the flood: %q %v (Err %v)\n%s", out, err, host.Err(), allStacks())
-			}
-			if ht.OK == 0 {
-				t.Errorf("no host call succeeded during the flood")
-			}
-		})
+		for _, f := range floods {
+			t.Run(mode+"/"+f.name, func(t *testing.T) {
+				host, _ := peerWithChildOpts(t, "live", mode, Options{Mux: hostMux(nil), Logger: quiet})
+				spec := floodSpec{Size: f.size, Goroutines: f.gorout, Calls: 20, Timeout: time.Second, Duration: 1500 * time.Millisecond}
+				cs := spec
+				cs.Methods = f.child
+				startChildFlood(t, host, cs)
+				hs := spec
+				hs.Methods = f.host
+				start := time.Now()
+				ht := waitTally(t, floodAsync(host, hs, nil), spec.Duration+spec.Timeout+2*time.Second, "host calls")
+				t.Logf("host flood done after %v", time.Since(start).Round(time.Millisecond))
+				checkBounded(t, "host calls", ht, false)
+				if ct := childTally(t, host, 5*time.Second); ct != nil {
+					checkBounded(t, "child calls", ct, false)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				if out, err := host.Call(ctx, "echo", []byte("after")); err != nil || string(out) != "after" {
+					t.Errorf("a fresh call after the flood: %q %v (Err %v)\n%s", out, err, host.Err(), allStacks())
+				}
+				if ht.OK == 0 {
+					t.Errorf("no host call succeeded during the flood")
+				}
+			})
+		}
 	}
 }
 
