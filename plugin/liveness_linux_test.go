@@ -153,10 +153,7 @@ func fill(s *plugin.Session, n int) *filler {
 		go func() {
 			defer f.wg.Done()
 			req := make([]byte, 1<<20)
-			r := rand.New(rand.NewPCG(uint64(g), 3))
-			for i := range req {
-				req[i] = byte(r.Uint32())
-			}
+			_, _ = rand.NewChaCha8([32]byte{byte(g)}).Read(req)
 			for range 1000 {
 				select {
 				case <-f.stop:

@@ -32,8 +32,10 @@ import (
 // liveModes are the transports of the liveness tests.
 var liveModes = []string{"shm", "framed", "tcp"}
 
-// lateSlack is how long after its deadline a call or ping may return.
-const lateSlack = 50 * time.Millisecond
+// lateSlack is how long after its deadline a call or ping may return: 50
+// ms, or 250 ms under the race detector, which slows everything several
+// times over.
+var lateSlack = map[bool]time.Duration{false: 50 * time.Millisecond, true: 250 * time.Millisecond}[raceEnabled]
 
 func init() {
 	childRoles["live"] = liveChild
@@ -197,8 +199,13 @@ func (t *floodTally) record(err error, took, timeout time.Duration) {
 }
 
 // flood runs s against p and returns the tally once every call returned;
-// it starts no call once stop is closed.
+// it starts no call once stop is closed. Duration counts from when the
+// requests are made.
 func flood(p *Peer, s floodSpec, stop <-chan struct{}) *floodTally {
+	reqs := make([][]byte, s.Goroutines)
+	for g := range reqs {
+		reqs[g] = floodRequest(s.Size, s.Compressible, uint64(g))
+	}
 	tally := &floodTally{start: time.Now()}
 	end := time.Time{}
 	if s.Duration > 0 {
@@ -213,7 +220,7 @@ func flood(p *Peer, s floodSpec, stop <-chan struct{}) *floodTally {
 			if len(s.Methods) > 0 {
 				method = s.Methods[g%len(s.Methods)]
 			}
-			req := floodRequest(s.Size, s.Compressible, uint64(g))
+			req := reqs[g]
 			for range s.Calls {
 				if isDone(stop) || !end.IsZero() && time.Now().After(end) || isDone(p.Done()) {
 					return
@@ -240,17 +247,15 @@ func flood(p *Peer, s floodSpec, stop <-chan struct{}) *floodTally {
 // pattern that LZ4 and ZSTD shrink a hundredfold.
 func floodRequest(n int, compressible bool, seed uint64) []byte {
 	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, 7))
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
+	r := rand.NewChaCha8(key)
 	if !compressible {
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
+		_, _ = r.Read(b)
 		return b
 	}
 	pat := make([]byte, 64)
-	for i := range pat {
-		pat[i] = byte(r.Uint32())
-	}
+	_, _ = r.Read(pat)
 	for i := 0; i < n; i += len(pat) {
 		copy(b[i:], pat)
 	}
