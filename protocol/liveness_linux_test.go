@@ -418,7 +418,7 @@ func freezeByWedge(t *testing.T, host *Peer, ch *child, d time.Duration) func() 
 // on any transport.
 func TestLiveStoppedPeer(t *testing.T) {
 	for _, mode := range liveModes {
-		t.Run(mode, func(t *testing.T) { liveFrozen(t, mode, freezeBySignal, true, Options{}, "works") })
+		t.Run(mode, func(t *testing.T) { liveFrozen(t, mode, freezeBySignal, true, 256<<10, Options{}, "works") })
 	}
 }
 
@@ -428,7 +428,7 @@ func TestLiveStoppedPeer(t *testing.T) {
 // TestLiveStoppedPeer.
 func TestLiveWedgedPeer(t *testing.T) {
 	for _, mode := range liveModes {
-		t.Run(mode, func(t *testing.T) { liveFrozen(t, mode, freezeByWedge, false, Options{}, "works") })
+		t.Run(mode, func(t *testing.T) { liveFrozen(t, mode, freezeByWedge, false, 256<<10, Options{}, "works") })
 	}
 }
 
@@ -441,14 +441,24 @@ func TestLiveWedgedPeer(t *testing.T) {
 func TestLiveStoppedPastSendTimeout(t *testing.T) {
 	for _, mode := range liveModes {
 		t.Run(mode, func(t *testing.T) {
-			liveFrozen(t, mode, freezeBySignal, true, Options{SendTimeout: 300 * time.Millisecond}, "")
+			liveFrozen(t, mode, freezeBySignal, true, 256<<10, Options{SendTimeout: 300 * time.Millisecond}, "")
 		})
 	}
 }
 
-// liveFrozen runs the frozen-peer scenario; want is the expected outcome
+// TestLiveStoppedPeerLarge (1): TestLiveStoppedPeer with the host's calls
+// of 3 MiB, more than one record of a 4 MiB ring (a fragmented message on
+// shared memory): each call still returns by its deadline + 50 ms.
+func TestLiveStoppedPeerLarge(t *testing.T) {
+	for _, mode := range liveModes {
+		t.Run(mode, func(t *testing.T) { liveFrozen(t, mode, freezeBySignal, true, 3<<20, Options{}, "works") })
+	}
+}
+
+// liveFrozen runs the frozen-peer scenario, the host calling with requests
+// of size bytes; want is the expected outcome
 // after the resume ("works", "closed", or "" for either).
-func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, o Options, want string) {
+func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, size int, o Options, want string) {
 	o.Mux, o.Logger = hostMux(nil), quiet
 	host, ch := peerWithChildOpts(t, "live", mode, o)
 	const frozen = time.Second
@@ -460,7 +470,7 @@ func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, o Optio
 	startChildFlood(t, host, floodSpec{Methods: []string{"hostview", "hostecho"}, Size: 256 << 10, Goroutines: 8,
 		Calls: 1000, Timeout: 300 * time.Millisecond, Duration: 4 * time.Second})
 	stop := make(chan struct{})
-	calls := floodAsync(host, floodSpec{Methods: []string{"echo", "echoview"}, Size: 256 << 10, Goroutines: 4,
+	calls := floodAsync(host, floodSpec{Methods: []string{"echo", "echoview"}, Size: size, Goroutines: 4,
 		Calls: 1000, Timeout: 200 * time.Millisecond}, stop)
 	pings := floodAsync(host, floodSpec{Goroutines: 1, Calls: 1000, Timeout: 100 * time.Millisecond}, stop)
 	time.Sleep(200 * time.Millisecond) // traffic both ways
