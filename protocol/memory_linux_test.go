@@ -87,6 +87,26 @@ func (m *memSampler) end() uint64 {
 	return m.peak.Load()
 }
 
+// settledMemory forces collections until the memory in use stops falling
+// (for at most 2 s) and returns it, so that what an earlier test leaves
+// behind for a moment (goroutines still ending, pooled buffers) does not
+// count against this one.
+func settledMemory() uint64 {
+	s := memSamples()
+	runtime.GC()
+	last := memInUse(s)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond)
+		runtime.GC()
+		v := memInUse(s)
+		if v+256<<10 >= last {
+			return v
+		}
+		last = v
+	}
+	return last
+}
+
 // memLimit is the bound for a host connected over c: memBound plus the
 // rings on shared memory.
 func memLimit(c transport.Info) uint64 {
@@ -114,9 +134,7 @@ func TestLiveMemoryBound(t *testing.T) {
 			defer close(release)
 			host, _ := peerWithChildOpts(t, "live", mode, Options{Mux: hostMux(release), Logger: quiet})
 			checkZstd(t, mode, host.Info())
-			runtime.GC()
-			runtime.GC()
-			base := memInUse(memSamples())
+			base := settledMemory()
 			m := sampleMemory(2 * time.Millisecond)
 			startChildFlood(t, host, floodSpec{Methods: []string{"never"}, Size: 1 << 20, Compressible: true,
 				Goroutines: 48, Calls: 20, Timeout: 2 * time.Second, Duration: 1500 * time.Millisecond})
@@ -141,14 +159,13 @@ func TestLiveMemoryBound(t *testing.T) {
 		t.Run(mode+"/unread", func(t *testing.T) {
 			spec, _ := json.Marshal(floodSpec{Methods: []string{"alloc"}, Size: 1 << 20, Compressible: true,
 				Calls: 200, Timeout: 30 * time.Second, Duration: 1500 * time.Millisecond})
+			// The child floods as soon as it is connected: measure first.
+			base := settledMemory()
+			m := sampleMemory(2 * time.Millisecond)
 			c, ch := connWithChild(t, "rawflood", mode, memRawFloodEnv+"="+string(spec))
 			host := NewPeer(c, Options{Mux: hostMux(nil), Logger: quiet})
 			t.Cleanup(func() { host.Close() })
 			checkZstd(t, mode, host.Info())
-			runtime.GC()
-			runtime.GC()
-			base := memInUse(memSamples())
-			m := sampleMemory(2 * time.Millisecond)
 			var exit error
 			select {
 			case exit = <-ch.done:
