@@ -143,9 +143,7 @@ func TestLiveMemoryBound(t *testing.T) {
 			limit := memLimit(host.Info())
 			t.Logf("host memory: %s before, peak %s over %d samples (limit %s); budget in use %s; child: %v",
 				mib(base), mib(peak), m.samples.Load(), mib(limit), mib(uint64(host.budget.used.Load())), ct)
-			if peak > limit {
-				t.Errorf("the host's memory peaked at %s, over %s", mib(peak), mib(limit))
-			}
+			checkPeak(t, peak, limit)
 			if ct == nil || ct.Exhausted == 0 {
 				t.Errorf("the child saw no CodeResourceExhaust refusal")
 			}
@@ -183,9 +181,7 @@ func TestLiveMemoryBound(t *testing.T) {
 			}
 			t.Logf("host memory: %s before, peak %s over %d samples (limit %s); child: %+v; host Err %v",
 				mib(base), mib(peak), m.samples.Load(), mib(limit), res, host.Err())
-			if peak > limit {
-				t.Errorf("the host's memory peaked at %s, over %s", mib(peak), mib(limit))
-			}
+			checkPeak(t, peak, limit)
 			if res.Exhausted == 0 {
 				t.Errorf("the child saw no CodeResourceExhaust refusal")
 			}
@@ -193,6 +189,16 @@ func TestLiveMemoryBound(t *testing.T) {
 				t.Errorf("the child sent %d calls and got %d replies, %d refusals, %d other answers (%s)", res.Sent, res.Replies, res.Exhausted, res.Other, res.FirstOther)
 			}
 		})
+	}
+}
+
+// checkPeak fails the test if peak is over limit, except under the race
+// detector, whose instrumentation allocates more (and whose sync.Pool drops
+// a share of what is put back): there the figure is only logged.
+func checkPeak(t *testing.T, peak, limit uint64) {
+	t.Helper()
+	if peak > limit && !raceEnabled {
+		t.Errorf("the host's memory peaked at %s, over %s", mib(peak), mib(limit))
 	}
 }
 
