@@ -18,6 +18,7 @@ type handlerCtx struct {
 	trace    string
 	deadline time.Time // zero: none
 	view     bool      // a view handler's: it may not call its peer
+	reader   bool      // it runs on the reading goroutine: its answer never waits
 
 	mu    sync.Mutex
 	done  chan struct{} // created on first Done()

@@ -149,7 +149,9 @@ func (m *Mux) Handle(name string, h Handler) {
 // as its reply, so an echo copies its payload once each way. h runs on the
 // goroutine that reads the connection and holds it meanwhile: it must be
 // short, must not block, and cannot call the peer (such calls fail with
-// ErrViewCall). Use Handle for anything else.
+// ErrViewCall). Use Handle for anything else. While answers wait for the
+// peer to make room, a call of h is served like a Handle call (on a copy
+// of its request, on a goroutine of its own), so the reader never waits.
 func (m *Mux) HandleView(name string, h Handler) {
 	m.add(name, &method{name: name, h: h, view: true})
 }

@@ -70,7 +70,7 @@ type Options struct {
 	// refused at once with CodeResourceExhaust; one request is always
 	// admitted when nothing is held, so the most held is MaxPendingBytes
 	// plus one message (the connection's MaxMessage), plus the outbox's
-	// 1 MiB.
+	// 1 MiB and 64 KiB of small messages.
 	MaxPendingBytes int64
 }
 

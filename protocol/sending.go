@@ -23,13 +23,26 @@ import (
 //     goroutine sends it under SendTimeout (post). Two peers that flood each
 //     other thus never deadlock with both readers blocked in a send.
 //
-// The outbox holds at most outboxMax bytes; a reader that finds it full
-// waits for room, which the outbox's goroutine makes within SendTimeout or
-// the connection closes: a peer that neither reads nor stops sending is
-// refused more work (backpressure) instead of growing our memory.
+// The outbox holds at most outboxMax bytes of view replies (or one larger
+// reply) and outboxSmallMax bytes of small messages; a reader that finds
+// it full waits for room, which the outbox's goroutine makes within
+// SendTimeout or the connection closes: a peer that neither reads nor stops
+// sending is refused more work (backpressure) instead of growing our
+// memory. View calls that arrive while the outbox holds anything are served
+// on goroutines instead (incoming), so the reader waits only when the peer
+// has sent 64 KiB worth of pings or refused calls without reading.
 
-// outboxMax bounds the bytes the outbox holds.
-const outboxMax = 1 << 20
+// outboxMax bounds the bytes of large messages (view handlers' replies) the
+// outbox holds; one is always taken when it holds none. Small messages
+// (pongs, refusals, cancels, goaway: outboxSmall bytes at most) have a
+// bound of their own, outboxSmallMax, so they never wait behind a large
+// reply: a reader waiting for room for a pong while the peer's reader
+// waits for room for its own would deadlock the two.
+const (
+	outboxMax      = 1 << 20
+	outboxSmall    = 512
+	outboxSmallMax = 64 << 10
+)
 
 type outMsg struct {
 	typ uint16
@@ -41,7 +54,8 @@ type outMsg struct {
 type outbox struct {
 	mu      sync.Mutex
 	q       []outMsg
-	bytes   int
+	bytes   int           // of every message queued
+	small   int           // of the small ones (at most outboxSmall bytes each)
 	running bool          // its goroutine is sending
 	room    chan struct{} // closed (and dropped) when bytes drop; made by a waiter
 }
@@ -60,7 +74,7 @@ func (p *Peer) post(typ uint16, head, body []byte) {
 		}
 	}
 	n := len(head) + len(body)
-	for o.bytes > 0 && o.bytes+n > outboxMax {
+	for o.full(n) {
 		// Backpressure: the outbox's goroutine makes room within
 		// SendTimeout, or the connection fails.
 		if o.room == nil {
@@ -79,6 +93,9 @@ func (p *Peer) post(typ uint16, head, body []byte) {
 	*b = append(append((*b)[:0], head...), body...)
 	o.q = append(o.q, outMsg{typ, b})
 	o.bytes += n
+	if n <= outboxSmall {
+		o.small += n
+	}
 	if !o.running {
 		o.running = true
 		go p.drainOutbox()
@@ -97,7 +114,7 @@ func (p *Peer) drainOutbox() {
 				putBuf(m.b)
 			}
 			clear(o.q)
-			o.q, o.bytes, o.running = o.q[:0], 0, false
+			o.q, o.bytes, o.small, o.running = o.q[:0], 0, 0, false
 			o.wake()
 			o.mu.Unlock()
 			return
@@ -118,9 +135,30 @@ func (p *Peer) drainOutbox() {
 		o.q[0] = outMsg{}
 		o.q = o.q[1:]
 		o.bytes -= n
+		if n <= outboxSmall {
+			o.small -= n
+		}
 		o.wake()
 		o.mu.Unlock()
 	}
+}
+
+// full reports whether a message of n bytes has to wait for room (under
+// mu).
+func (o *outbox) full(n int) bool {
+	if n <= outboxSmall {
+		return o.small > 0 && o.small+n > outboxSmallMax
+	}
+	large := o.bytes - o.small
+	return large > 0 && large+n > outboxMax
+}
+
+// busy reports whether the outbox holds answers the peer has not made room
+// for yet.
+func (o *outbox) busy() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.running
 }
 
 // wake releases every poster waiting for room (under mu).
@@ -150,7 +188,7 @@ func (p *Peer) stalled() error {
 // else waiting at most until the call's deadline and SendTimeout. Bytes
 // that wait count against the connection's budget.
 func (p *Peer) sendAnswer(hc *handlerCtx, typ uint16, head, body []byte) error {
-	if hc.view {
+	if hc.reader {
 		// A view handler runs on the reading goroutine: never wait.
 		p.post(typ, head, body)
 		return nil

@@ -83,11 +83,16 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 			return true
 		}
 	}
-	if meth != nil && meth.view {
+	view := meth != nil && meth.view
+	if view && !p.out.busy() {
 		started = true
 		return p.serveView(meth, h)
 	}
-	inline := primary && meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax
+	// A view call while the outbox holds answers the peer has not made room
+	// for is served like any other call (a copy of its request, a goroutine,
+	// the budget): its reply would make this reader wait for room, and two
+	// peers flooding each other would then both stop reading.
+	inline := !view && primary && meth != nil && p.inlineMax > 0 && meth.slow.Load() == 0 && meth.avg.Load() < p.inlineMax
 	if !inline && p.spawned.Load() >= p.maxHandlers {
 		p.refuse(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d calls are being served already", p.maxHandlers)})
 		return true
@@ -96,7 +101,7 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 		p.refuse(h.id, &Error{Code: CodeResourceExhaust, Message: fmt.Sprintf("%d bytes of requests and answers are held already (MaxPendingBytes %d)", p.budget.used.Load(), p.budget.max)})
 		return true
 	}
-	hc := &handlerCtx{parent: parent, peer: p, id: h.id}
+	hc := &handlerCtx{parent: parent, peer: p, id: h.id, view: view}
 	if h.timeout > 0 {
 		hc.deadline = time.Now().Add(time.Duration(h.timeout))
 	}
@@ -148,7 +153,7 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 // serveView runs a view handler on the reading goroutine, on the request in
 // the connection's memory, holding the token (and the message) throughout.
 func (p *Peer) serveView(meth *method, h callHeader) bool {
-	hc := &handlerCtx{parent: p.base, peer: p, id: h.id, view: true}
+	hc := &handlerCtx{parent: p.base, peer: p, id: h.id, view: true, reader: true}
 	if h.timeout > 0 {
 		hc.deadline = time.Now().Add(time.Duration(h.timeout))
 	}

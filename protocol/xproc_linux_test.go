@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,20 +12,35 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/transport"
 )
 
 // Cross-process harness: the test binary re-executes itself as the serving
-// peer, joined to the parent by a socketpair passed as fd 3 (as a launched
-// plugin is).
+// peer, joined to the parent by a socket passed as fd 3 (as a launched
+// plugin is): a Unix socketpair for the modes "shm" and "framed", a TCP
+// connection over loopback with mutual TLS for "tcp" (the listener picks
+// LZ4) and "tcp-zstd" (ZSTD).
 const (
 	childRoleEnv = "RINGWIRE_PROTOCOL_TEST_CHILD"
 	childModeEnv = "RINGWIRE_PROTOCOL_TEST_MODE"
+	childTLSEnv  = "RINGWIRE_PROTOCOL_TEST_TLS" // the child's client bundle (TCP modes)
 )
+
+// childRoles are roles a child runs on its negotiated Conn, registered by
+// the test files that need them (besides runChild's own).
+var childRoles = map[string]func(transport.Conn) int{}
+
+// isTCPMode reports whether mode runs the child over TCP with mutual TLS.
+func isTCPMode(mode string) bool { return mode == "tcp" || mode == "tcp-zstd" }
+
+// testCA is the certificate authority of the TCP modes, made once.
+var testCA = sync.OnceValues(func() (*transport.CA, error) { return transport.NewCA("protocol-test-ca") })
 
 func TestMain(m *testing.M) {
 	if role := os.Getenv(childRoleEnv); role != "" {
@@ -44,8 +61,17 @@ func runChild(role string) int {
 		return rawEcho(nc)
 	}
 	mode := transport.ModeShm
-	if os.Getenv(childModeEnv) == "framed" {
+	switch m := os.Getenv(childModeEnv); {
+	case m == "framed":
 		mode = transport.ModeFramed
+	case isTCPMode(m):
+		mode = transport.ModeFramed
+		cfg, err := transport.ClientConfigFromBundle([]byte(os.Getenv(childTLSEnv)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child: TLS bundle:", err)
+			return 2
+		}
+		nc = tls.Client(nc, cfg)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -53,6 +79,9 @@ func runChild(role string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child: handshake:", err)
 		return 2
+	}
+	if f := childRoles[role]; f != nil {
+		return f(c)
 	}
 	if role == "connecho" {
 		for {
@@ -103,32 +132,108 @@ func rawEcho(nc net.Conn) int {
 
 // child is a running serving process.
 type child struct {
-	cmd  *exec.Cmd
-	nc   *net.UnixConn
-	done chan error
+	cmd    *exec.Cmd
+	nc     net.Conn // the parent's end of fd 3 (a *net.UnixConn or *net.TCPConn)
+	mode   string
+	stdout *lockedBuffer // what the child printed
+	done   chan error
 }
 
-func startChild(t testing.TB, role, mode string) *child {
+// lockedBuffer is a bytes.Buffer safe for one writer and readers at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// childSocket returns the parent's end of the child's connection in mode,
+// the child's end as a file for fd 3, and what the child's environment
+// needs besides.
+func childSocket(t testing.TB, mode string) (net.Conn, *os.File, []string) {
 	t.Helper()
-	a, b := socketPair(t)
-	bf, err := b.File()
+	var a net.Conn
+	var b interface {
+		File() (*os.File, error)
+		Close() error
+	}
+	var env []string
+	if !isTCPMode(mode) {
+		a, b = socketPair(t)
+	} else {
+		ca, err := testCA()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle, err := ca.ClientBundle("child", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		env = []string{childTLSEnv + "=" + string(bundle)}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, _ := l.Accept()
+			accepted <- c
+		}()
+		nb, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a = <-accepted; a == nil {
+			t.Fatal("accepting the child's TCP connection failed")
+		}
+		b = nb.(*net.TCPConn)
+	}
+	f, err := b.File()
 	b.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, f, env
+}
+
+// startChild starts the test binary as a child in role over mode, with env
+// added to its environment.
+func startChild(t testing.TB, role, mode string, env ...string) *child {
+	t.Helper()
+	a, bf, tenv := childSocket(t, mode)
+	env = append(tenv, env...)
 	defer bf.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childRoleEnv+"="+role, childModeEnv+"="+mode)
+	cmd.Env = append(append(os.Environ(), childRoleEnv+"="+role, childModeEnv+"="+mode), env...)
 	cmd.ExtraFiles = []*os.File{bf}
+	out := new(lockedBuffer)
+	cmd.Stdout = out
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, nc: a, done: make(chan error, 1)}
+	c := &child{cmd: cmd, nc: a, mode: mode, stdout: out, done: make(chan error, 1)}
 	go func() { c.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		a.Close()
+		// A child a test stopped (SIGSTOP) and did not resume could not
+		// exit: resume it. The signal goes to our own child, by pid, and
+		// only while it has not been reaped.
+		if !c.exited() {
+			_ = cmd.Process.Signal(syscall.SIGCONT)
+		}
 		select {
 		case <-c.done:
 		case <-time.After(5 * time.Second):
@@ -139,28 +244,67 @@ func startChild(t testing.TB, role, mode string) *child {
 	return c
 }
 
+// exited reports whether the child has been reaped (it keeps that answer
+// for later callers).
+func (c *child) exited() bool {
+	select {
+	case err := <-c.done:
+		c.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
 // peerWithChild starts a serving child and returns the parent's Peer.
 func peerWithChild(t testing.TB, mode string) (*Peer, *child) {
 	t.Helper()
-	c, ch := connWithChild(t, "serve", mode)
-	p := NewPeer(c, Options{Logger: quiet})
+	return peerWithChildOpts(t, "serve", mode, Options{Logger: quiet})
+}
+
+// peerWithChildOpts starts a child in role and returns the parent's Peer,
+// made with o.
+func peerWithChildOpts(t testing.TB, role, mode string, o Options) (*Peer, *child) {
+	t.Helper()
+	c, ch := connWithChild(t, role, mode)
+	p := NewPeer(c, o)
 	t.Cleanup(func() { p.Close() })
 	return p, ch
 }
 
-// connWithChild starts a child in role and returns the parent's Conn.
-func connWithChild(t testing.TB, role, mode string) (transport.Conn, *child) {
+// connWithChild starts a child in role (with env added to its environment)
+// and returns the parent's Conn.
+func connWithChild(t testing.TB, role, mode string, env ...string) (transport.Conn, *child) {
 	t.Helper()
-	ch := startChild(t, role, mode)
-	m := transport.ModeShm
-	if mode == "framed" {
-		m = transport.ModeFramed
+	ch := startChild(t, role, mode, env...)
+	cfg := &transport.Config{Name: "parent", Mode: transport.ModeShm, Logger: quiet}
+	var nc net.Conn = ch.nc
+	switch {
+	case mode == "framed":
+		cfg.Mode = transport.ModeFramed
+	case isTCPMode(mode):
+		cfg.Mode = transport.ModeFramed
+		ca, err := testCA()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := ca.ServerConfig("parent", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc = tls.Server(nc, srv)
+		if mode == "tcp-zstd" {
+			cfg.Compressions = []negotiate.Compression{negotiate.CompressionZstd}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := transport.Server(ctx, ch.nc, &transport.Config{Name: "parent", Mode: m, Logger: quiet})
+	c, err := transport.Server(ctx, nc, cfg)
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
+	}
+	if in := c.Info(); isTCPMode(mode) && (in.Kind != transport.KindTCP || !in.TLS) {
+		t.Fatalf("mode %s negotiated %v (TLS %v)", mode, in.Kind, in.TLS)
 	}
 	return c, ch
 }
