@@ -20,11 +20,11 @@ import (
 // stacks: runtime.MemStats' HeapInuse + StackInuse, read through
 // runtime/metrics every 2 ms) must stay under memBound plus the rings.
 //
-// What the bound allows: MaxPendingBytes (32 MiB by default) of held
-// requests and waiting answers, one more message (1 MiB), the outbox
-// (1 MiB), the test binary's own few MiB, and the garbage the collector has
-// not yet reclaimed (GOGC=100 lets the heap grow to twice what is live
-// before it collects). 64 MiB is twice the budget. The rings (shared
+// What the bound allows: MaxPendingBytes (16 MiB by default) of held
+// requests, as much again of their answers waiting, one more message
+// (1 MiB), the outbox (1 MiB), the framed send queue (4 MiB), the test
+// binary's own few MiB, and the garbage the collector has not yet
+// reclaimed. 64 MiB is four times the budget. The rings (shared
 // memory, mapped from a memfd) are not Go heap and do not appear in the
 // figure; they are added to the bound anyway, as the brief states it.
 const memBound = 64 << 20

@@ -26,7 +26,7 @@ const (
 	// ConnectionWriteTimeout is the model).
 	DefaultSendTimeout = 10 * time.Second
 	// DefaultMaxPendingBytes is Options.MaxPendingBytes' default.
-	DefaultMaxPendingBytes = 32 << 20
+	DefaultMaxPendingBytes = 16 << 20
 	// goAwayGrace bounds how long Shutdown waits for the peer to answer its
 	// goaway with one of its own (after which no call of the peer's can
 	// still be on its way).
@@ -66,11 +66,13 @@ type Options struct {
 	SendTimeout time.Duration
 	// MaxPendingBytes bounds the bytes the peer can make this side hold:
 	// its requests copied for running handlers plus answers waiting to be
-	// sent (0: DefaultMaxPendingBytes). A call that would go beyond it is
-	// refused at once with CodeResourceExhaust; one request is always
-	// admitted when nothing is held, so the most held is MaxPendingBytes
-	// plus one message (the connection's MaxMessage), plus the outbox's
-	// 1 MiB and 64 KiB of small messages.
+	// sent (0: DefaultMaxPendingBytes, 16 MiB). A call that would go beyond
+	// it is refused at once with CodeResourceExhaust; one request is always
+	// admitted when nothing is held. Answers are counted when they have to
+	// wait but never refused (they exist already), so the most held is
+	// about twice MaxPendingBytes (requests admitted up to it, plus their
+	// answers waiting) plus one message (the connection's MaxMessage),
+	// plus the outbox's 1 MiB and 64 KiB of small messages.
 	MaxPendingBytes int64
 }
 

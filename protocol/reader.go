@@ -22,7 +22,7 @@ import (
 //     then re-checks reading; release stores reading and then loads waiters
 //     (see release);
 //   - the token holder never waits to send (what it must send goes through
-//     post, outbox.go), so two peers flooding each other cannot deadlock;
+//     post, sending.go), so two peers flooding each other cannot deadlock;
 //   - a CallView function or view handler that runs on the held message
 //     cannot call its own Peer: it would wait for a reader forever
 //     (ErrViewCall).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringwire/ringwire/transport"
@@ -54,10 +55,12 @@ type outMsg struct {
 type outbox struct {
 	mu      sync.Mutex
 	q       []outMsg
-	bytes   int           // of every message queued
-	small   int           // of the small ones (at most outboxSmall bytes each)
-	running bool          // its goroutine is sending
-	room    chan struct{} // closed (and dropped) when bytes drop; made by a waiter
+	bytes   int  // of every message queued
+	small   int  // of the small ones (at most outboxSmall bytes each)
+	running bool // its goroutine is sending
+	// draining mirrors running for lock-free readers.
+	draining atomic.Bool
+	room     chan struct{} // closed (and dropped) when bytes drop; made by a waiter
 }
 
 // post sends what the reading goroutine has to send without ever waiting
@@ -98,6 +101,7 @@ func (p *Peer) post(typ uint16, head, body []byte) {
 	}
 	if !o.running {
 		o.running = true
+		o.draining.Store(true)
 		go p.drainOutbox()
 	}
 	o.mu.Unlock()
@@ -115,6 +119,7 @@ func (p *Peer) drainOutbox() {
 			}
 			clear(o.q)
 			o.q, o.bytes, o.small, o.running = o.q[:0], 0, 0, false
+			o.draining.Store(false)
 			o.wake()
 			o.mu.Unlock()
 			return
@@ -154,12 +159,8 @@ func (o *outbox) full(n int) bool {
 }
 
 // busy reports whether the outbox holds answers the peer has not made room
-// for yet.
-func (o *outbox) busy() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.running
-}
+// for yet (a view call checks it, lock-free).
+func (o *outbox) busy() bool { return o.draining.Load() }
 
 // wake releases every poster waiting for room (under mu).
 func (o *outbox) wake() {
