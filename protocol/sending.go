@@ -67,6 +67,14 @@ type outbox struct {
 // for the peer: at once if there is room, or else through the outbox.
 func (p *Peer) post(typ uint16, head, body []byte) {
 	o := &p.out
+	if !o.draining.Load() {
+		// Nothing queued: try without the lock (the usual case).
+		err := transport.SendPartsUntil(p.conn, transport.NoWait, nil, typ, head, body)
+		if err == nil || !errors.Is(err, transport.ErrTimeout) {
+			p.sent(err)
+			return
+		}
+	}
 	o.mu.Lock()
 	if !o.running {
 		err := transport.SendPartsUntil(p.conn, transport.NoWait, nil, typ, head, body)
