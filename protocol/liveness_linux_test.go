@@ -70,9 +70,19 @@ func liveMux() *Mux {
 			return nil, ctx.Err()
 		}
 	})
-	m.HandleView("wedge", func(ctx context.Context, req []byte) ([]byte, error) {
+	m.Handle("wedge", func(ctx context.Context, req []byte) ([]byte, error) {
+		// Take the reading token and keep it: the Peer goes on running
+		// (handlers, callers, sends) but nothing reads the connection.
 		ms, _ := strconv.Atoi(string(req))
+		p, _ := PeerFromContext(ctx)
+		for deadline := time.Now().Add(time.Second); !p.reading.CompareAndSwap(0, 1); {
+			if time.Now().After(deadline) {
+				return nil, errors.New("the reading token never came free")
+			}
+			time.Sleep(10 * time.Microsecond)
+		}
 		time.Sleep(min(time.Duration(ms)*time.Millisecond, 5*time.Second))
+		p.release()
 		return []byte("unwedged"), nil
 	})
 	var mu sync.Mutex
@@ -424,7 +434,7 @@ func TestLiveStoppedPeer(t *testing.T) {
 
 // TestLiveWedgedPeer (1): the child's Peer keeps running (its handlers and
 // callers go on, it keeps sending) but reads nothing for a second: its
-// reading goroutine is held by a view handler. Same expectations as
+// reading token is held by one of its handlers. Same expectations as
 // TestLiveStoppedPeer.
 func TestLiveWedgedPeer(t *testing.T) {
 	for _, mode := range liveModes {
