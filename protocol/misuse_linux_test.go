@@ -3,7 +3,6 @@ package protocol
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,102 +49,6 @@ func TestCallViewReentry(t *testing.T) {
 				t.Fatalf("call after: %q %v", got, err)
 			}
 		})
-	}
-}
-
-// TestHandlerContextAfterFunc: contexts derived from a handler's cost no
-// goroutine each (the handler context implements AfterFunc), and they are
-// still cancelled with it.
-func TestHandlerContextAfterFunc(t *testing.T) {
-	const n = 1000
-	var peak atomic.Int64
-	var cancelled atomic.Int64
-	derived := make(chan struct{})
-	pm := NewMux()
-	pm.Handle("derive", func(ctx context.Context, req []byte) ([]byte, error) {
-		before := runtime.NumGoroutine()
-		var cancels []context.CancelFunc
-		var children []context.Context
-		for range n {
-			c, cancel := context.WithTimeout(ctx, time.Hour)
-			cancels = append(cancels, cancel)
-			children = append(children, c)
-		}
-		peak.Store(int64(runtime.NumGoroutine() - before))
-		close(derived)
-		<-ctx.Done() // the caller cancels
-		for _, c := range children {
-			select {
-			case <-c.Done():
-				cancelled.Add(1)
-			case <-time.After(time.Second):
-			}
-		}
-		for _, cancel := range cancels {
-			cancel()
-		}
-		return nil, ctx.Err()
-	})
-	host, _ := peerPair(t, transport.ModeShm, nil, pm)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { _, err := host.Call(ctx, "derive", nil); errc <- err }()
-	select {
-	case <-derived:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the handler did not run")
-	}
-	time.Sleep(10 * time.Millisecond)
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("call: %v", err)
-	}
-	if g := peak.Load(); g > 10 {
-		t.Fatalf("%d derived contexts started %d goroutines", n, g)
-	}
-	waitFor(t, 5*time.Second, func() bool { return cancelled.Load() == n }, "every derived context cancelled with the handler's")
-}
-
-// TestGoingAwayCode: refusals while shutting down carry CodeGoingAway and
-// match ErrGoAway; a handler's own CodeUnavailable does not.
-func TestGoingAwayCode(t *testing.T) {
-	e := &Error{Code: CodeUnavailable, Message: "busy"}
-	if errors.Is(e, ErrGoAway) {
-		t.Fatal("a handler's CodeUnavailable matches ErrGoAway")
-	}
-	if g := toError(ErrGoAway); g.Code != CodeGoingAway || !errors.Is(g, ErrGoAway) {
-		t.Fatalf("ErrGoAway travels as %v", g.Code)
-	}
-	release := make(chan struct{})
-	holding := make(chan struct{})
-	pm := NewMux()
-	pm.Handle("hold", func(ctx context.Context, req []byte) ([]byte, error) {
-		close(holding)
-		<-release
-		return nil, nil
-	})
-	pm.Handle("unavailable", func(ctx context.Context, req []byte) ([]byte, error) {
-		return nil, &Error{Code: CodeUnavailable, Message: "not now"}
-	})
-	host, plugin := peerPair(t, transport.ModeShm, nil, pm)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := host.Call(ctx, "unavailable", nil); errors.Is(err, ErrGoAway) || !errors.Is(err, &Error{Code: CodeUnavailable}) {
-		t.Fatalf("handler's unavailable: %v", err)
-	}
-	held := make(chan error, 1)
-	go func() { _, err := host.Call(ctx, "hold", nil); held <- err }()
-	<-holding
-	// The plugin shuts down; the host's own Call refuses new calls once
-	// the goaway arrived, with ErrGoAway.
-	go func() { _ = plugin.Shutdown(ctx) }()
-	waitFor(t, 5*time.Second, func() bool { return host.peerLeft.Load() }, "the plugin's goaway")
-	if _, err := host.Call(ctx, "unavailable", nil); !errors.Is(err, ErrGoAway) {
-		t.Fatalf("call after goaway: %v", err)
-	}
-	close(release)
-	if err := <-held; err != nil {
-		t.Fatalf("held call: %v", err)
 	}
 }
 
