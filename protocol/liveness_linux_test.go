@@ -368,9 +368,15 @@ func outcome(t *testing.T, p *Peer, d time.Duration) (string, time.Duration) {
 // because the peer read nothing for SendTimeout).
 func checkBounded(t *testing.T, what string, tally *floodTally, stalledOK bool) {
 	t.Helper()
+	checkBoundedSlack(t, what, tally, stalledOK, lateSlack)
+}
+
+// checkBoundedSlack is checkBounded with a slack of its own.
+func checkBoundedSlack(t *testing.T, what string, tally *floodTally, stalledOK bool, slack time.Duration) {
+	t.Helper()
 	t.Logf("%s: %v", what, tally)
-	if tally.Late > 0 {
-		t.Errorf("%s: %d calls returned more than %v after their deadline (the latest %v after)", what, tally.Late, lateSlack, tally.MaxLate)
+	if tally.MaxLate > slack {
+		t.Errorf("%s: calls returned up to %v after their deadline, more than %v", what, tally.MaxLate, slack)
 	}
 	checkErrors(t, what, tally, stalledOK)
 }
@@ -471,7 +477,16 @@ func TestLiveStoppedPeerLarge(t *testing.T) {
 func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, size int, o Options, want string) {
 	o.Mux, o.Logger = hostMux(nil), quiet
 	host, ch := peerWithChildOpts(t, "live", mode, o)
-	const frozen = time.Second
+	// Messages of several MiB through TLS and compression cost a caller
+	// tens of milliseconds of CPU on its own reading side (a record being
+	// decrypted, a frame being decompressed) before it sees its deadline,
+	// more on two loaded vCPUs: they get a slack of a second, and a
+	// freeze three times as long, so a wedged call (late by the freeze)
+	// still tells.
+	frozen, slack := time.Second, lateSlack
+	if size > 1<<20 {
+		frozen, slack = 3*time.Second, time.Second
+	}
 	if _, err := host.Call(context.Background(), "echo", []byte("warm")); err != nil {
 		t.Fatal(err)
 	}
@@ -493,14 +508,14 @@ func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, size in
 	close(stop)
 	// Every call in flight ends by its deadline (200 ms) + slack: 1 s is
 	// generous on a loaded machine and still tells a wedge from a delay.
-	ct := waitTally(t, calls, time.Second, "host calls")
-	pt := waitTally(t, pings, time.Second, "host pings")
+	ct := waitTally(t, calls, time.Second+slack, "host calls")
+	pt := waitTally(t, pings, time.Second+slack, "host pings")
 	after := host.Stats()
 	t.Logf("frozen for %v; host sent %d messages, received %d while frozen and after",
 		resumedAt.Sub(frozenAt).Round(time.Millisecond), after.MessagesSent-before.MessagesSent, after.MessagesRecv-before.MessagesRecv)
 
-	checkBounded(t, "host calls", ct, want != "works")
-	checkBounded(t, "host pings", pt, want != "works")
+	checkBoundedSlack(t, "host calls", ct, want != "works", slack)
+	checkBoundedSlack(t, "host pings", pt, want != "works", slack)
 	if ct.Deadline == 0 || pt.Deadline == 0 {
 		t.Errorf("no call (%d) or no ping (%d) reached its deadline while the child was frozen: it was not", ct.Deadline, pt.Deadline)
 	}
