@@ -66,29 +66,36 @@ func Start(pids ...int) (*Probe, error) {
 	return p, nil
 }
 
-func start() (p *Probe, err error) {
-	// A no-op on kernels that charge BPF memory to the cgroup (5.11+).
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("memlock rlimit: %w", err)
+func start() (*Probe, error) {
+	// A no-op on kernels that charge BPF memory to the cgroup (5.11+). It
+	// fails without CAP_SYS_RESOURCE, and then creating the first map says
+	// why more plainly.
+	rlimit.RemoveMemlock()
+	p := &Probe{}
+	if err := p.load(); err != nil {
+		p.release()
+		return nil, err
 	}
-	p = &Probe{}
-	defer func() {
-		if err != nil {
-			p.release()
-			p = nil
-		}
-	}()
+	return p, nil
+}
+
+// load creates the maps, loads the programs and attaches them; on error,
+// release frees what it made.
+func (p *Probe) load() (err error) {
 	p.watched, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name: "rw_watched", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: maxWatched,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create watched map: %w", err)
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("create watched map (needs root, or CAP_BPF and CAP_PERFMON): %w", err)
+		}
+		return fmt.Errorf("create watched map: %w", err)
 	}
 	p.counters, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name: "rw_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 32, MaxEntries: 1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create counters map: %w", err)
+		return fmt.Errorf("create counters map: %w", err)
 	}
 	for _, a := range []struct {
 		tracepoint string
@@ -104,16 +111,16 @@ func start() (p *Probe, err error) {
 			Instructions: a.insns,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("load %s program: %w", a.tracepoint, err)
+			return fmt.Errorf("load %s program: %w", a.tracepoint, err)
 		}
 		p.progs = append(p.progs, prog)
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.tracepoint, Program: prog})
 		if err != nil {
-			return nil, fmt.Errorf("attach raw tracepoint %s: %w", a.tracepoint, err)
+			return fmt.Errorf("attach raw tracepoint %s: %w", a.tracepoint, err)
 		}
 		p.links = append(p.links, l)
 	}
-	return p, nil
+	return nil
 }
 
 // watchedCounters returns the prelude of both programs: it exits unless

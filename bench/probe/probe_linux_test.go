@@ -48,18 +48,18 @@ func serveChild() int {
 }
 
 // startOrSkip starts a probe for pids, closed at the test's end. It skips
-// without root or when the kernel refuses for want of a privilege or a
-// feature; any other error (a verifier rejection, say) is this package's
-// bug and fails the test.
+// with Start's error when the test is not root or the kernel refuses for
+// want of a privilege or a feature; any other error (a verifier rejection,
+// say) is this package's bug and fails the test.
 func startOrSkip(t *testing.T, pids ...int) *Probe {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("eBPF probes need root (or CAP_BPF and CAP_PERFMON)")
-	}
 	p, err := Start(pids...)
 	if err != nil {
 		if !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Start: %v does not wrap ErrUnavailable", err)
+		}
+		if os.Geteuid() != 0 {
+			t.Skipf("not root: %v", err)
 		}
 		for _, missing := range []error{unix.EPERM, unix.EACCES, unix.ENOSYS, unix.EOPNOTSUPP, unix.ENOENT, ebpf.ErrNotSupported} {
 			if errors.Is(err, missing) {
