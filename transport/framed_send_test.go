@@ -223,8 +223,8 @@ func TestFramedSendStalledPeer(t *testing.T) {
 		}
 
 		cancel := make(chan struct{})
+		start = time.Now() // before the timer is armed: it cannot fire earlier
 		time.AfterFunc(100*time.Millisecond, func() { close(cancel) })
-		start = time.Now()
 		err = framedSendSeq(a, time.Time{}, cancel, big)
 		d = time.Since(start)
 		if !errors.Is(err, ErrCanceled) {
