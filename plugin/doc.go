@@ -39,6 +39,10 @@
 //	remote    RINGWIRE_LISTEN=tcp:host:port, RINGWIRE_TLS_BUNDLE (a ServerBundle),
 //	          optional RINGWIRE_PLUGIN_TOKEN
 //
+// On TCP without RINGWIRE_TLS_BUNDLE, a plugin whose Plugin.Transport sets
+// TLS or InsecurePlaintextTCP uses that; Plugin.Transport also picks the
+// compressions, ring waiting and message bound of the plugin's side.
+//
 // Run by hand with none of these, Serve returns ErrNotLaunched with a message
 // saying how the binary is meant to be started, instead of waiting forever.
 // ConnectEnv and ListenEnv build the environment of the last two modes.

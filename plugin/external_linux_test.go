@@ -246,6 +246,31 @@ func TestExternalTCP(t *testing.T) {
 	}
 }
 
+// TestExternalTCPPlaintext: a plugin tunes its side of the transport with
+// Plugin.Transport: plaintext TCP (no bundle), and only ZSTD among the
+// listener's compressions.
+func TestExternalTCPPlaintext(t *testing.T) {
+	l, err := plugin.Listen("tcp", "127.0.0.1:0", &plugin.ListenConfig{
+		Contract: echoContract, Mux: hostMux(nil), Logger: childOutput,
+		Transport: transport.Config{InsecurePlaintextTCP: true,
+			Compressions: []negotiate.Compression{negotiate.CompressionLZ4, negotiate.CompressionZstd}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p := startExternal(t, append(l.ConnectEnv(nil), roleEnv+"=plainzstd")...)
+	c, err := acceptCtx(t, l, 10*time.Second)
+	if err != nil {
+		t.Fatalf("Accept: %v; stderr: %s", err, p.stderr.String())
+	}
+	if tr := c.Info().Transport; tr.Kind != transport.KindTCP || tr.TLS || tr.Compression != "zstd" {
+		t.Errorf("transport %v TLS %v compression %v, want plaintext TCP with ZSTD", tr.Kind, tr.TLS, tr.Compression)
+	}
+	externalCall(t, c)
+	stopExternal(t, c, p)
+}
+
 // listening waits for a remote plugin's address line.
 func listening(t *testing.T, p *extProc) string {
 	t.Helper()

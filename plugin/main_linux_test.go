@@ -20,8 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/plugin"
 	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/transport"
 )
 
 // The test binary doubles as the plugin (and, for one test, as a host): when
@@ -41,6 +43,13 @@ var roles = map[string]func() int{
 		os.Stderr.Write([]byte("to stderr\r\n"))
 		os.Stdout.Write([]byte("continued\n"))
 		return serve(echoPlugin())
+	},
+	// plainzstd connects over plaintext TCP accepting only ZSTD
+	// (Plugin.Transport).
+	"plainzstd": func() int {
+		p := echoPlugin()
+		p.Transport = transport.Config{InsecurePlaintextTCP: true, Compressions: []negotiate.Compression{negotiate.CompressionZstd}}
+		return serve(p)
 	},
 	// badtoken presents a token of its own.
 	"badtoken": func() int {

@@ -29,6 +29,13 @@ type Plugin struct {
 	// In a launched plugin, whatever it writes to stdout or stderr ends up in
 	// the host's log.
 	Logger *slog.Logger
+	// Transport holds the plugin side's base transport options: the
+	// compressions it accepts, ring waiting (Ring), MaxMessage,
+	// InsecurePlaintextTCP for a plaintext TCP host, a TLS config of its
+	// own. Serve fills in Name, Version, Constants, Contract, Token and
+	// Logger from the fields above and the environment, and TLS from
+	// RINGWIRE_TLS_BUNDLE when that is set.
+	Transport transport.Config
 }
 
 func (p *Plugin) logger() *slog.Logger {
@@ -72,12 +79,8 @@ func (p *Plugin) check() error {
 
 // transportConfig is the plugin's side of a handshake.
 func (p *Plugin) transportConfig(token []byte) *transport.Config {
-	return &transport.Config{
-		Name:      p.Name,
-		Version:   p.Version,
-		Constants: p.constants(),
-		Contract:  p.Contract(),
-		Token:     token,
-		Logger:    p.logger(),
-	}
+	c := p.Transport
+	c.Name, c.Version, c.Constants = p.Name, p.Version, p.constants()
+	c.Contract, c.Token, c.Logger = p.Contract(), token, p.logger()
+	return &c
 }

@@ -139,7 +139,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		}
 		return servePeer(ctx, p, conn)
 	case modeConnect:
-		if e.network != "unix" {
+		if e.network != "unix" && !plaintext(cfg, e.bundle) {
 			if cfg.TLS, err = clientTLS(e.bundle); err != nil {
 				return err
 			}
@@ -151,7 +151,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		log.Info("ringwire: plugin connected to its host", "network", e.network, "addr", e.addr)
 		return servePeer(ctx, p, conn)
 	default: // modeListen
-		if e.network != "unix" {
+		if e.network != "unix" && !plaintext(cfg, e.bundle) {
 			if len(e.bundle) == 0 {
 				return fmt.Errorf("%w: %s on TCP needs %s (a server bundle for mutual TLS)", ErrConfig, EnvListen, EnvTLSBundle)
 			}
@@ -161,6 +161,13 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		}
 		return serveListener(ctx, p, e.network, e.addr, cfg)
 	}
+}
+
+// plaintext reports whether a TCP connection keeps the TLS config the
+// plugin set itself (or none, with InsecurePlaintextTCP): no bundle is
+// given, and Plugin.Transport says how to go on without one.
+func plaintext(cfg *transport.Config, bundle []byte) bool {
+	return len(bundle) == 0 && (cfg.TLS != nil || cfg.InsecurePlaintextTCP)
 }
 
 func clientTLS(bundle []byte) (*tls.Config, error) {
