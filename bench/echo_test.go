@@ -1,36 +1,38 @@
 package bench
 
-import "testing"
+import (
+	"context"
+	"testing"
+)
 
-// BenchmarkEcho: host -> plugin process -> host echo, one impl per
-// sub-benchmark, benchstat-friendly names:
-//
-//	BenchmarkEcho/impl=ringwire/form=bytes|into|view/size=10B|1KiB|64KiB|1MiB
-//	BenchmarkEcho/impl=ringwire/form=into/callers=8/size=10B
-//	BenchmarkEcho/impl=goplugin/form=bytes/size=...
-//	BenchmarkEcho/impl=goplugin/form=bytes/callers=8/size=10B
-//	BenchmarkEcho/impl=rawunix/form=bytes/size=...
-//
-// Each impl starts one child process, used by all its sub-benchmarks and
-// reaped when they are done.
-func BenchmarkEcho(b *testing.B) {
-	b.Run("impl=ringwire", benchRingwire)
-	b.Run("impl=goplugin", benchGoplugin)
-	b.Run("impl=rawunix", benchRawunix)
-}
-
-// TestEchoAll runs the harness of every impl once (a real child each) and
-// checks the bytes, so that `go test ./...` exercises it without
-// benchmarking.
-func TestEchoAll(t *testing.T) {
-	impls := []struct {
-		name string
-		echo func(*testing.T, []byte)
-	}{{"ringwire", echoRingwire}, {"goplugin", echoGoplugin}, {"rawunix", echoRawunix}}
-	for _, impl := range impls {
-		t.Run("impl="+impl.name, func(t *testing.T) {
-			for _, sz := range []int{10, 1 << 20} {
-				impl.echo(t, payload(sz))
+// TestEcho starts every contender once (real children each) and checks one
+// echo of every size byte for byte, from one caller and from two at once, so
+// that `go test ./...` exercises the whole harness without benchmarking.
+func TestEcho(t *testing.T) {
+	fullCheck = true
+	t.Cleanup(func() { fullCheck = false })
+	for _, c := range contenders {
+		t.Run("impl="+c.impl+"/form="+c.form, func(t *testing.T) {
+			tg := c.start(t)
+			ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+			defer cancel()
+			for _, sz := range seqSizes {
+				req := payload(sz.n)
+				a, b := tg.newCaller(req), tg.newCaller(req)
+				for range 2 {
+					if err := a(ctx); err != nil {
+						t.Fatalf("size %s: %v", sz.name, err)
+					}
+				}
+				errs := make(chan error, 1)
+				go func() { errs <- b(ctx) }()
+				err := a(ctx)
+				if err2 := <-errs; err == nil {
+					err = err2
+				}
+				if err != nil {
+					t.Fatalf("size %s, two callers: %v", sz.name, err)
+				}
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -130,9 +129,14 @@ func serveGoplugin() int {
 	return 0
 }
 
+func init() {
+	register(contender{impl: "goplugin-grpc", form: "call", start: startGopluginTarget})
+}
+
 // startGoplugin starts this binary as a go-plugin gRPC plugin and dispenses
-// its Echo client; cleanup kills and reaps it.
-func startGoplugin(tb testing.TB) *echoClient {
+// its Echo client; cleanup kills and reaps it. It also returns the plugin's
+// pid.
+func startGoplugin(tb testing.TB) (*echoClient, int) {
 	tb.Helper()
 	cmd := exec.Command(executable(tb), "-test.run=^$")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -153,54 +157,21 @@ func startGoplugin(tb testing.TB) *echoClient {
 	if err != nil {
 		tb.Fatalf("go-plugin: dispense: %v", err)
 	}
-	return raw.(*echoClient)
+	return raw.(*echoClient), cmd.Process.Pid
 }
 
-func benchGoplugin(b *testing.B) {
-	ec := startGoplugin(b)
-	for _, sz := range sizes {
-		b.Run("form=bytes/size="+sz.name, func(b *testing.B) {
-			ctx, cancel := context.WithTimeout(context.Background(), callBudget)
-			defer cancel()
-			req := payload(sz.n)
-			b.SetBytes(int64(sz.n))
-			b.ReportAllocs()
-			for b.Loop() {
-				out, err := ec.Echo(ctx, req)
-				if err != nil || len(out) != sz.n {
-					b.Fatal(len(out), err)
-				}
+// startGopluginTarget: the server's handler returns its request (gRPC has
+// already copied it out of the connection); the client gets a new slice per
+// call.
+func startGopluginTarget(tb testing.TB) *target {
+	ec, pid := startGoplugin(tb)
+	return &target{pids: []int{pid}, newCaller: func(req []byte) func(context.Context) error {
+		return func(ctx context.Context) error {
+			out, err := ec.Echo(ctx, req)
+			if err != nil {
+				return err
 			}
-		})
-	}
-	// The same 8 concurrent callers as ringwire's callers=8 (gRPC
-	// multiplexes them on one HTTP/2 connection).
-	b.Run("form=bytes/callers=8/size=10B", func(b *testing.B) {
-		ctx, cancel := context.WithTimeout(context.Background(), callBudget)
-		defer cancel()
-		req := payload(10)
-		b.SetBytes(10)
-		b.ReportAllocs()
-		b.SetParallelism(4)
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				out, err := ec.Echo(ctx, req)
-				if err != nil || len(out) != 10 {
-					b.Error(len(out), err)
-					return
-				}
-			}
-		})
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
-	})
-}
-
-func echoGoplugin(t *testing.T, req []byte) {
-	ec := startGoplugin(t)
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	out, err := ec.Echo(ctx, req)
-	if err != nil || !bytes.Equal(out, req) {
-		t.Fatalf("goplugin: %d bytes, %v", len(out), err)
-	}
+			return checkEcho(req, out)
+		}
+	}}
 }

@@ -1,7 +1,7 @@
 package bench
 
 import (
-	"io"
+	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -10,26 +10,33 @@ import (
 	"github.com/ringwire/ringwire/plugin"
 )
 
-// The test binary is also every benchmark's plugin process: the host
+// roleEnv names the role of a child started by the harness itself; go-plugin
+// and ringwire children are recognised by their own launch variables.
+const roleEnv = "RINGWIRE_BENCH_ROLE"
+
+// roles are the children the harness starts by role name (each file adds
+// its own in init).
+var roles = map[string]func() int{}
+
+// The test binary is also every benchmark's child process: the host
 // re-executes it, and TestMain recognises the role from the environment
 // before any test runs.
 func TestMain(m *testing.M) {
-	switch {
-	case os.Getenv(plugin.EnvCookie) != "": // launched by plugin.Launch
+	switch role := os.Getenv(roleEnv); {
+	case role != "":
+		f := roles[role]
+		if f == nil {
+			fmt.Fprintf(os.Stderr, "bench: unknown role %q\n", role)
+			os.Exit(2)
+		}
+		os.Exit(f())
+	case os.Getenv(plugin.EnvCookie) != "" || os.Getenv(plugin.EnvConnect) != "": // plugin.Launch or an external plugin
 		os.Exit(serveRingwire())
 	case os.Getenv(gpHandshake.MagicCookieKey) == gpHandshake.MagicCookieValue: // go-plugin
 		os.Exit(serveGoplugin())
-	case os.Getenv(rawRoleEnv) != "":
-		os.Exit(serveRaw())
 	}
 	os.Exit(m.Run())
 }
-
-// sizes are the payload sizes of every benchmark (request and reply).
-var sizes = []struct {
-	name string
-	n    int
-}{{"10B", 10}, {"1KiB", 1 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}}
 
 // Bounds on every wait.
 const (
@@ -41,8 +48,6 @@ const (
 // logger keeps the harness quiet unless something goes wrong.
 var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // executable is the path of this test binary, re-executed as the plugin.
 func executable(tb testing.TB) string {
 	tb.Helper()
@@ -51,13 +56,4 @@ func executable(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return exe
-}
-
-// payload returns n bytes of a recognisable pattern.
-func payload(n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*7 + i>>8)
-	}
-	return b
 }
