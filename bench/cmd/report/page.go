@@ -127,8 +127,12 @@ func fmtSec(s float64) string {
 	switch {
 	case s >= 1e-3:
 		return fmt.Sprintf("%.2f ms", s*1e3)
+	case s >= 1e-4:
+		return fmt.Sprintf("%.0f µs", s*1e6)
+	case s >= 1e-5:
+		return fmt.Sprintf("%.1f µs", s*1e6)
 	case s >= 1e-6:
-		return fmt.Sprintf("%.3g µs", s*1e6)
+		return fmt.Sprintf("%.2f µs", s*1e6)
 	}
 	return fmt.Sprintf("%.0f ns", s*1e9)
 }
