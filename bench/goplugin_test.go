@@ -118,13 +118,14 @@ func hclogger() hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: "goplugin", Level: hclog.Warn, Output: os.Stderr})
 }
 
-// serveGoplugin is the go-plugin plugin process.
+// serveGoplugin is the go-plugin plugin process: gRPC or net/rpc, as the
+// host's protocol version asks (see goplugin_netrpc_test.go).
 func serveGoplugin() int {
 	goplugin.Serve(&goplugin.ServeConfig{
-		HandshakeConfig: gpHandshake,
-		Plugins:         gpPlugins,
-		GRPCServer:      goplugin.DefaultGRPCServer,
-		Logger:          hclogger(),
+		HandshakeConfig:  gpHandshake,
+		VersionedPlugins: gpVersionedPlugins(),
+		GRPCServer:       goplugin.DefaultGRPCServer,
+		Logger:           hclogger(),
 	})
 	return 0
 }
