@@ -2,6 +2,7 @@ package probe
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -236,8 +237,18 @@ func startChild(t *testing.T, env ...string) *child {
 // and waits until it has.
 func (c *child) round(t *testing.T, cmd byte) {
 	t.Helper()
-	c.start(t, cmd)
-	c.wait(t)
+	if err := c.roundErr(cmd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// roundErr is round for goroutines other than the test's.
+func (c *child) roundErr(cmd byte) error {
+	if _, err := c.in.Write([]byte{cmd}); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c.out, make([]byte, 1))
+	return err
 }
 
 // start has the child start a round of work of the kind cmd.
@@ -513,5 +524,61 @@ func TestOutsideSetNotCountedByKind(t *testing.T) {
 		if out > in/10 {
 			t.Errorf("child outside the set: %s = %d, want ≤ %d (a tenth of the %d counted in the set)", f.name, out, in/10, in)
 		}
+	}
+}
+
+func TestBench(t *testing.T) {
+	startOrSkip(t, os.Getpid()).Close() // skips if there is no probe
+	withBenchtime(t, "3x")
+	var warn bytes.Buffer
+	s := &sharedProbe{start: func() (*Probe, error) { return Start(os.Getpid()) }, warn: &warn}
+	t.Cleanup(func() {
+		if s.p != nil {
+			s.p.Close()
+		}
+	})
+	c := startChild(t)
+	pid := c.cmd.Process.Pid
+	c.round(t, 'g') // the child's start-up
+
+	// Each op, the child makes childSyscalls getppid calls, and this
+	// process waits for it on a pipe: some syscalls and wake-ups.
+	var errs []error
+	r := testing.Benchmark(func(b *testing.B) {
+		stop := s.bench(b, []int{pid, pid, os.Getpid()})
+		for range b.N {
+			if err := c.roundErr('g'); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		stop()
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	t.Logf("b.N = %d: %v; printed %q", r.N, r.Extra, warn.String())
+	for _, m := range append(perOpMetrics, "wake-p50-µs", "wake-p99-µs") {
+		if _, ok := r.Extra[m]; !ok {
+			t.Errorf("no %s", m)
+		}
+	}
+	if got := r.Extra["syscalls/op"]; got < childSyscalls || got > childSyscalls*1.1 {
+		t.Errorf("syscalls/op = %v, want %d + a little", got, childSyscalls)
+	}
+	if s.p.Missing() == nil && warn.Len() > 0 {
+		t.Errorf("printed %q with nothing missing", warn.String())
+	}
+
+	// Stopped, Bench no longer watches the child.
+	var v uint32
+	if err := s.p.watched.Lookup(uint32(pid), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("child still watched after stop: %v", err)
+	}
+	if len(s.refs) != 0 {
+		t.Errorf("refs left after stop: %v", s.refs)
+	}
+	outside := measure(s.p, func() { c.round(t, 'g') })
+	if outside.Syscalls >= childSyscalls/10 {
+		t.Errorf("child counted after stop: syscalls moved by %d", outside.Syscalls)
 	}
 }
