@@ -419,10 +419,16 @@ func TestWakeLatency(t *testing.T) {
 	if p.waking == nil {
 		t.Skipf("no wake-up probes: %v", p.Missing())
 	}
-	var played int
+	var (
+		played int
+		err    error
+	)
 	start := time.Now()
-	got := measure(p, func() { played = pingPong(rounds, 5*time.Second) })
+	got := measure(p, func() { played, err = pingPong(rounds, 5*time.Second) })
 	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p50, p99 := got.WakeHist.Quantile(0.5), got.WakeHist.Quantile(0.99)
 	t.Logf("%d ping-pong rounds in %v: %d wake-ups, p50 %v, p99 %v; ctxsw %d, futex %d; histogram %v",
 		played, took, got.Wakeups, p50, p99, got.CtxSwitches, got.Futex, got.WakeHist)

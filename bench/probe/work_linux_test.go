@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -78,26 +79,47 @@ func futex(addr *atomic.Uint32, op int, val uint32, timeout *unix.Timespec) {
 		uintptr(unsafe.Pointer(timeout)), 0, 0)
 }
 
-// pingPong has two goroutines, each locked to its OS thread, pass a turn
-// to each other rounds times through a futex word: each sleeps in
-// FUTEX_WAIT until the other hands it the turn and FUTEX_WAKEs it. It
-// returns the rounds played, fewer if limit passed first.
-func pingPong(rounds int, limit time.Duration) int {
+// pingPong has two goroutines, each locked to its OS thread and both
+// threads to one CPU, pass a turn to each other rounds times through a
+// futex word: each sleeps in FUTEX_WAIT until the other hands it the turn
+// and FUTEX_WAKEs it. On one CPU the thread handed the turn is not
+// running: it sleeps and is woken, or the other's wake-up preempted it,
+// so each round has a wake-up or two. (On two CPUs both may spin through
+// rounds on EAGAIN without sleeping.) It returns the rounds played, fewer
+// if limit passed first, or an error if the threads could not be pinned.
+func pingPong(rounds int, limit time.Duration) (int, error) {
 	const over = 2
 	var (
 		turn     atomic.Uint32 // 0 or 1: whose turn; over
 		played   int
 		wg       sync.WaitGroup
 		deadline = time.Now().Add(limit)
+		cpu      unix.CPUSet
+		pinErr   [2]error
 	)
+	if err := unix.SchedGetaffinity(0, &cpu); err != nil {
+		return 0, fmt.Errorf("sched_getaffinity: %w", err)
+	}
+	for i := range 1024 {
+		if cpu.IsSet(i) {
+			cpu.Zero()
+			cpu.Set(i)
+			break
+		}
+	}
 	end := func() {
 		turn.Store(over)
 		futex(&turn, futexWakePrivate, 1, nil)
 	}
 	player := func(me uint32) {
 		defer wg.Done()
+		// Never unlocked: the thread, pinned, exits with the goroutine.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if err := unix.SchedSetaffinity(0, &cpu); err != nil {
+			pinErr[me] = fmt.Errorf("sched_setaffinity: %w", err)
+			end()
+			return
+		}
 		wait := unix.NsecToTimespec((10 * time.Millisecond).Nanoseconds())
 		for {
 			for v := turn.Load(); v != me; v = turn.Load() {
@@ -125,7 +147,7 @@ func pingPong(rounds int, limit time.Duration) int {
 	go player(0)
 	go player(1)
 	wg.Wait()
-	return played
+	return played, errors.Join(pinErr[:]...)
 }
 
 // spinners has more goroutines than there are CPUs, each on its own OS
@@ -168,7 +190,11 @@ func childWork() error {
 			yieldEvery(i)
 		}
 	}
-	if played := pingPong(workRounds, 5*time.Second); played < workRounds {
+	played, err := pingPong(workRounds, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if played < workRounds {
 		return fmt.Errorf("ping-pong: %d rounds of %d in 5s", played, workRounds)
 	}
 	spinners(workSpin)
