@@ -193,7 +193,7 @@ const (
 	fpScratch = -24 // u32 or u64: what bpf_probe_read_kernel reads, or a time
 )
 
-// counters returns instructions that exit unless there are counters for
+// countersPtr returns instructions that exit unless there are counters for
 // this CPU, and leave them in R7.
 func (p *Probe) countersPtr() asm.Instructions {
 	return asm.Instructions{
