@@ -17,33 +17,50 @@ import (
 // maxWatched bounds the set of watched processes.
 const maxWatched = 1024
 
+// maxWaking bounds the woken threads of watched processes whose wake-up
+// time is held until they run; the least recently woken give way.
+const maxWaking = 4096
+
 // From linux/futex.h, which golang.org/x/sys/unix does not carry.
 const (
 	futexWake    = 1
 	futexCmdMask = ^(128 | 256) // ^(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
 )
 
-// Offsets of the counters in the per-CPU value; they mirror cpuCounts.
+// The counters of one CPU are numSlots uint64s, the value of the per-CPU
+// array at key 0. A syscall's kind (syscallKinds) is the slot of its
+// counter, slotFutex to slotYield.
 const (
-	offSyscalls  = 0
-	offFutex     = 8
-	offFutexWake = 16
-	offCtxsw     = 24
+	slotSyscalls = iota
+	slotFutex
+	slotReadWrite
+	slotSendRecv
+	slotEpoll
+	slotPoll
+	slotYield
+	slotFutexWake
+	slotCtxsw
+	slotPreempt
+	slotHist // HistBuckets slots
+	numSlots = slotHist + HistBuckets
 )
 
 // cpuCounts is one CPU's slot of the counters map.
-type cpuCounts struct {
-	Syscalls, Futex, FutexWake, Ctxsw uint64
-}
+type cpuCounts [numSlots]uint64
 
-// Probe counts syscalls, futex calls and context switches of a set of
-// processes (by TGID, so every thread of a watched process counts). Its
+// Probe counts syscalls, context switches and wake-up latencies of a set
+// of processes (by TGID, so every thread of a watched process counts). Its
 // methods may be called from any goroutine.
 type Probe struct {
 	watched  *ebpf.Map // TGID -> 1
 	counters *ebpf.Map // per-CPU cpuCounts at key 0
+	kinds    *ebpf.Map // syscall number -> slot of its kind, or 0
+	waking   *ebpf.Map // TID of a woken watched thread -> when, in ns; nil if missing != nil
 	progs    []*ebpf.Program
 	links    []link.Link
+
+	layout  kernelLayout
+	missing error // what is not measured, and why
 
 	mu     sync.Mutex // guards closed and last
 	closed bool
@@ -79,6 +96,12 @@ func start() (*Probe, error) {
 	return p, nil
 }
 
+// Missing returns nil if p measures everything Counts holds, or else an
+// error that says what it does not measure and why: without the kernel's
+// BTF there are no wake-ups, and without it or on kernels before 5.18
+// Preemptions counts only switches in kernel preemption.
+func (p *Probe) Missing() error { return p.missing }
+
 // load creates the maps, loads the programs and attaches them; on error,
 // release frees what it made.
 func (p *Probe) load() (err error) {
@@ -92,67 +115,118 @@ func (p *Probe) load() (err error) {
 		return fmt.Errorf("create watched map: %w", err)
 	}
 	p.counters, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name: "rw_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 32, MaxEntries: 1,
+		Name: "rw_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: numSlots * 8, MaxEntries: 1,
 	})
 	if err != nil {
 		return fmt.Errorf("create counters map: %w", err)
 	}
-	for _, a := range []struct {
-		tracepoint string
-		insns      asm.Instructions
-	}{
-		{"sys_enter", p.sysEnterProg()},
-		{"sched_switch", p.schedSwitchProg()},
-	} {
+	var maxNr uint32
+	for nr := range syscallKinds {
+		maxNr = max(maxNr, nr)
+	}
+	p.kinds, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name: "rw_kinds", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: maxNr + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("create syscall kinds map: %w", err)
+	}
+	for nr, slot := range syscallKinds {
+		if err := p.kinds.Put(nr, uint32(slot)); err != nil {
+			return fmt.Errorf("fill syscall kinds map: %w", err)
+		}
+	}
+	p.layout, p.missing = loadLayout()
+	if p.missing == nil {
+		p.waking, err = ebpf.NewMap(&ebpf.MapSpec{
+			Name: "rw_waking", Type: ebpf.LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: maxWaking,
+		})
+		if err != nil {
+			return fmt.Errorf("create waking map: %w", err)
+		}
+		if p.layout.prevStateArg < 0 {
+			p.missing = errors.New("sched_switch has no prev_state (kernel before 5.18): preemptions in user mode are not counted")
+		}
+	} else {
+		p.layout.prevStateArg = -1
+		p.missing = fmt.Errorf("no wake-up latencies, and preemptions in user mode are not counted: %w", p.missing)
+	}
+
+	type attach struct {
+		tracepoints []string
+		insns       asm.Instructions
+	}
+	attachments := []attach{
+		{[]string{"sys_enter"}, p.sysEnterProg()},
+		{[]string{"sched_switch"}, p.schedSwitchProg()},
+	}
+	if p.waking != nil {
+		attachments = append(attachments, attach{[]string{"sched_wakeup", "sched_wakeup_new"}, p.schedWakeupProg()})
+	}
+	for _, a := range attachments {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name:         "rw_" + a.tracepoint,
+			Name:         "rw_" + a.tracepoints[0],
 			Type:         ebpf.RawTracepoint,
 			License:      "GPL", // bpf_probe_read_kernel is GPL-only
 			Instructions: a.insns,
 		})
 		if err != nil {
-			return fmt.Errorf("load %s program: %w", a.tracepoint, err)
+			return fmt.Errorf("load %s program: %w", a.tracepoints[0], err)
 		}
 		p.progs = append(p.progs, prog)
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.tracepoint, Program: prog})
-		if err != nil {
-			return fmt.Errorf("attach raw tracepoint %s: %w", a.tracepoint, err)
+		for _, tp := range a.tracepoints {
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+			if err != nil {
+				return fmt.Errorf("attach raw tracepoint %s: %w", tp, err)
+			}
+			p.links = append(p.links, l)
 		}
-		p.links = append(p.links, l)
 	}
 	return nil
 }
 
-// watchedCounters returns the prelude of both programs: it exits unless
-// the current task's TGID is watched, and leaves the context in R6 and
-// this CPU's counters in R7.
-func (p *Probe) watchedCounters() asm.Instructions {
+// Stack slots of the programs, below the frame pointer; none overlaps
+// another.
+const (
+	fpTGID    = -4  // u32: a TGID, key of watched
+	fpZero    = -8  // u32: 0, key of counters
+	fpNr      = -12 // u32: a syscall number, key of kinds; or a TID, key of waking
+	fpScratch = -24 // u32 or u64: what bpf_probe_read_kernel reads, or a time
+)
+
+// countersPtr returns instructions that exit unless there are counters for
+// this CPU, and leave them in R7.
+func (p *Probe) countersPtr() asm.Instructions {
 	return asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.RSh.Imm(asm.R0, 32),
-		asm.StoreMem(asm.RFP, -4, asm.R0, asm.Word),
-		asm.LoadMapPtr(asm.R1, p.watched.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.StoreImm(asm.RFP, -8, 0, asm.Word),
+		asm.StoreImm(asm.RFP, fpZero, 0, asm.Word),
 		asm.LoadMapPtr(asm.R1, p.counters.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -8),
+		asm.Add.Imm(asm.R2, fpZero),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "exit"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 	}
 }
 
-// increment adds one to the counter at off in R7. Atomic, because a
+// lookupWatched returns instructions that jump to label unless the TGID in
+// R0's upper half (as bpf_get_current_pid_tgid returns it) is watched.
+func (p *Probe) lookupWatched(label string) asm.Instructions {
+	return asm.Instructions{
+		asm.RSh.Imm(asm.R0, 32),
+		asm.StoreMem(asm.RFP, fpTGID, asm.R0, asm.Word),
+		asm.LoadMapPtr(asm.R1, p.watched.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpTGID),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, label),
+	}
+}
+
+// increment adds one to the counter in slot in R7. Atomic, because a
 // program may be interrupted by another on the same CPU.
-func increment(off int16) asm.Instructions {
+func increment(slot int16) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Imm(asm.R1, 1),
-		asm.AddAtomic.Mem(asm.R7, asm.R1, asm.DWord, off),
+		asm.AddAtomic.Mem(asm.R7, asm.R1, asm.DWord, slot*8),
 	}
 }
 
@@ -163,40 +237,195 @@ func exit() asm.Instructions {
 	}
 }
 
+// probeRead returns instructions that read size bytes at R3 + off into the
+// stack slot fpScratch, and exit if that fails.
+func probeRead(off int32, size int32) asm.Instructions {
+	return asm.Instructions{
+		asm.Add.Imm(asm.R3, off),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, fpScratch),
+		asm.Mov.Imm(asm.R2, size),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, "exit"),
+	}
+}
+
 // sysEnterProg counts at raw_syscalls:sys_enter, whose raw arguments are
 // (struct pt_regs *regs, long id).
 func (p *Probe) sysEnterProg() asm.Instructions {
-	insns := p.watchedCounters()
-	insns = append(insns, increment(offSyscalls)...)
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	insns = append(insns, asm.FnGetCurrentPidTgid.Call())
+	insns = append(insns, p.lookupWatched("exit")...)
+	insns = append(insns, p.countersPtr()...)
+	insns = append(insns, increment(slotSyscalls)...)
 	insns = append(insns,
-		asm.LoadMem(asm.R2, asm.R6, 8, asm.DWord), // id
-		asm.JNE.Imm(asm.R2, int32(unix.SYS_FUTEX), "exit"),
+		// The counter of the call's kind, if it has one.
+		asm.LoadMem(asm.R8, asm.R6, 8, asm.DWord),                 // id
+		asm.JGE.Imm(asm.R8, int32(p.kinds.MaxEntries()), "futex"), // unsigned: a negative id is large
+		asm.StoreMem(asm.RFP, fpNr, asm.R8, asm.Word),
+		asm.LoadMapPtr(asm.R1, p.kinds.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpNr),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "futex"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.JEq.Imm(asm.R1, 0, "futex"),
+		asm.JGT.Imm(asm.R1, slotYield, "futex"),
+		asm.LSh.Imm(asm.R1, 3),
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.Add.Reg(asm.R2, asm.R1),
+		asm.Mov.Imm(asm.R3, 1),
+		asm.AddAtomic.Mem(asm.R2, asm.R3, asm.DWord, 0),
+
+		asm.JNE.Imm(asm.R8, int32(unix.SYS_FUTEX), "exit").WithSymbol("futex"),
 	)
-	insns = append(insns, increment(offFutex)...)
 	if off, ok := regsArg1Offset(); ok {
+		insns = append(insns, asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord)) // regs
+		// futex's second argument, op, from the saved user registers.
+		insns = append(insns, probeRead(off, 8)...)
 		insns = append(insns,
-			// futex's second argument, op, from the saved user registers.
-			asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord), // regs
-			asm.Add.Imm(asm.R3, off),
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, -16),
-			asm.Mov.Imm(asm.R2, 8),
-			asm.FnProbeReadKernel.Call(),
-			asm.JNE.Imm(asm.R0, 0, "exit"),
-			asm.LoadMem(asm.R1, asm.RFP, -16, asm.DWord),
+			asm.LoadMem(asm.R1, asm.RFP, fpScratch, asm.DWord),
 			asm.And.Imm32(asm.R1, futexCmdMask), // op is an int
 			asm.JNE.Imm32(asm.R1, futexWake, "exit"),
 		)
-		insns = append(insns, increment(offFutexWake)...)
+		insns = append(insns, increment(slotFutexWake)...)
 	}
 	return append(insns, exit()...)
 }
 
-// schedSwitchProg counts at sched_switch, where the current task is the
-// one switched away from.
+// schedSwitchProg counts at sched_switch, whose raw arguments are (bool
+// preempt, struct task_struct *prev, struct task_struct *next, unsigned
+// int prev_state), the last since 5.18. The current task is prev.
+//
+// If prev is watched, it counts a context switch, and a preemption if prev
+// is still runnable: preempt, or prev_state is TASK_RUNNING (0) — the
+// kernel's own rule for nivcsw, under which a sched_yield that switches is
+// involuntary too. Then it forgets prev's wake-up time, if any: that was a
+// wake-up of a thread that had not yet left its CPU.
+//
+// If next has a wake-up time, it adds now minus that time to the histogram
+// and forgets the time.
 func (p *Probe) schedSwitchProg() asm.Instructions {
-	insns := p.watchedCounters()
-	insns = append(insns, increment(offCtxsw)...)
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	insns = append(insns, p.countersPtr()...)
+	insns = append(insns,
+		asm.FnGetCurrentPidTgid.Call(),
+		asm.Mov.Reg(asm.R8, asm.R0),
+	)
+	insns = append(insns, p.lookupWatched("next")...)
+	insns = append(insns, increment(slotCtxsw)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R6, 0, asm.DWord), // preempt
+		asm.JNE.Imm(asm.R1, 0, "preempted"),
+	)
+	if arg := p.layout.prevStateArg; arg >= 0 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.R6, int16(8*arg), asm.DWord), // prev_state
+			asm.JNE.Imm32(asm.R1, 0, "forget"),
+		)
+	} else {
+		insns = append(insns, asm.Ja.Label("forget"))
+	}
+	preempted := increment(slotPreempt)
+	preempted[0] = preempted[0].WithSymbol("preempted")
+	insns = append(insns, preempted...)
+	if p.waking == nil {
+		insns = append(insns, asm.Ja.Label("exit").WithSymbol("forget"))
+		insns = append(insns, asm.Ja.Label("exit").WithSymbol("next"))
+		return append(insns, exit()...)
+	}
+	insns = append(insns,
+		asm.StoreMem(asm.RFP, fpNr, asm.R8, asm.Word).WithSymbol("forget"), // prev's TID
+		asm.LoadMapPtr(asm.R1, p.waking.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpNr),
+		asm.FnMapDeleteElem.Call(),
+
+		asm.LoadMem(asm.R3, asm.R6, 16, asm.DWord).WithSymbol("next"), // next
+	)
+	insns = append(insns, probeRead(p.layout.pidOff, 4)...)
+	insns = append(insns,
+		asm.LoadMapPtr(asm.R1, p.waking.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpScratch),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "exit"),
+		asm.LoadMem(asm.R8, asm.R0, 0, asm.DWord), // woken at
+		asm.LoadMapPtr(asm.R1, p.waking.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpScratch),
+		asm.FnMapDeleteElem.Call(),
+		asm.FnKtimeGetNs.Call(),
+
+		// R1 = now - woken at, or 0 if the clock went back.
+		asm.Mov.Imm(asm.R1, 0),
+		asm.JLT.Reg(asm.R0, asm.R8, "log2"),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.Sub.Reg(asm.R1, asm.R8),
+
+		// R2 = the bucket of R1: ⌊log2 R1⌋ (0 for 0), at most HistBuckets-1.
+		asm.Mov.Imm(asm.R2, HistBuckets-1).WithSymbol("log2"),
+		asm.Mov.Reg(asm.R3, asm.R1),
+		asm.RSh.Imm(asm.R3, 32),
+		asm.JNE.Imm(asm.R3, 0, "bucket"),
+		asm.Mov.Imm(asm.R2, 0),
+	)
+	shifts := []int32{16, 8, 4, 2, 1}
+	step := func(i int) string {
+		if i == len(shifts) {
+			return "bucket"
+		}
+		return fmt.Sprintf("log2_%d", shifts[i])
+	}
+	for i, shift := range shifts {
+		insns = append(insns,
+			asm.JLT.Imm(asm.R1, 1<<shift, step(i+1)).WithSymbol(step(i)),
+			asm.RSh.Imm(asm.R1, shift),
+			asm.Add.Imm(asm.R2, shift),
+		)
+	}
+	insns = append(insns,
+		asm.And.Imm(asm.R2, HistBuckets-1).WithSymbol("bucket"),
+		asm.LSh.Imm(asm.R2, 3),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Reg(asm.R3, asm.R2),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.AddAtomic.Mem(asm.R3, asm.R1, asm.DWord, slotHist*8),
+	)
+	return append(insns, exit()...)
+}
+
+// schedWakeupProg runs at sched_wakeup and sched_wakeup_new, whose raw
+// argument is (struct task_struct *p): if p belongs to a watched process,
+// it notes when p was woken, by p's TID.
+func (p *Probe) schedWakeupProg() asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord), // p
+	}
+	insns = append(insns, probeRead(p.layout.tgidOff, 4)...)
+	insns = append(insns,
+		asm.LoadMapPtr(asm.R1, p.watched.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpScratch),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "exit"),
+		asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord), // p
+	)
+	insns = append(insns, probeRead(p.layout.pidOff, 4)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, fpScratch, asm.Word),
+		asm.StoreMem(asm.RFP, fpNr, asm.R1, asm.Word),
+		asm.FnKtimeGetNs.Call(),
+		asm.StoreMem(asm.RFP, fpScratch, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, p.waking.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpNr),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, fpScratch),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+	)
 	return append(insns, exit()...)
 }
 
@@ -214,8 +443,8 @@ func regsArg1Offset() (int32, bool) {
 
 // Add watches the process pid (its TGID) from now on.
 func (p *Probe) Add(pid int) error {
-	if pid <= 0 || pid > 1<<22 {
-		return fmt.Errorf("probe: bad pid %d", pid)
+	if err := checkPID(pid); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -224,6 +453,30 @@ func (p *Probe) Add(pid int) error {
 	}
 	if err := p.watched.Put(uint32(pid), uint32(1)); err != nil {
 		return fmt.Errorf("probe: add pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Remove stops watching the process pid; it is not an error if pid was
+// not watched. Remove a child that has exited before its PID can be reused.
+func (p *Probe) Remove(pid int) error {
+	if err := checkPID(pid); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("probe: remove pid %d: %w", pid, os.ErrClosed)
+	}
+	if err := p.watched.Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("probe: remove pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+func checkPID(pid int) error {
+	if pid <= 0 || pid > 1<<22 {
+		return fmt.Errorf("probe: bad pid %d", pid)
 	}
 	return nil
 }
@@ -241,13 +494,26 @@ func (p *Probe) Snapshot() Counts {
 		// Key 0 of an array always exists; this is a bug, not a state.
 		panic(fmt.Sprintf("probe: read counters: %v", err))
 	}
-	var c Counts
+	var sum cpuCounts
 	for _, v := range per {
-		c.Syscalls += v.Syscalls
-		c.Futex += v.Futex
-		c.FutexWake += v.FutexWake
-		c.CtxSwitches += v.Ctxsw
+		for i := range sum {
+			sum[i] += v[i]
+		}
 	}
+	c := Counts{
+		Syscalls:    sum[slotSyscalls],
+		Futex:       sum[slotFutex],
+		FutexWake:   sum[slotFutexWake],
+		ReadWrite:   sum[slotReadWrite],
+		SendRecv:    sum[slotSendRecv],
+		Epoll:       sum[slotEpoll],
+		Poll:        sum[slotPoll],
+		SchedYield:  sum[slotYield],
+		CtxSwitches: sum[slotCtxsw],
+		Preemptions: sum[slotPreempt],
+	}
+	copy(c.WakeHist[:], sum[slotHist:])
+	c.Wakeups = c.WakeHist.Total()
 	return c
 }
 
@@ -272,7 +538,7 @@ func (p *Probe) release() error {
 	for _, prog := range p.progs {
 		errs = append(errs, prog.Close())
 	}
-	for _, m := range []*ebpf.Map{p.watched, p.counters} {
+	for _, m := range []*ebpf.Map{p.watched, p.counters, p.kinds, p.waking} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}

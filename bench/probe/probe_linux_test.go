@@ -2,7 +2,9 @@ package probe
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -18,8 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// envChild makes the test binary a child that, for each byte on stdin,
-// makes childSyscalls getppid calls and answers with a byte.
+// envChild makes the test binary a child that serves rounds of work, one
+// for each byte on stdin, and answers each with a byte: 'g' makes
+// childSyscalls getppid calls, 'w' does work (childWork) and 's' sleeps
+// (childSleep).
 const envChild = "RINGWIRE_PROBE_CHILD"
 
 const childSyscalls = 10_000
@@ -34,12 +38,26 @@ func TestMain(m *testing.M) {
 func serveChild() int {
 	in, out := bufio.NewReader(os.Stdin), os.Stdout
 	for {
-		if _, err := in.ReadByte(); err != nil {
+		cmd, err := in.ReadByte()
+		if err != nil {
 			return 0
 		}
-		for i := range childSyscalls {
-			unix.Getppid()
-			yieldEvery(i)
+		switch cmd {
+		case 'g':
+			for i := range childSyscalls {
+				unix.Getppid()
+				yieldEvery(i)
+			}
+		case 'w':
+			if err := childWork(); err != nil {
+				fmt.Fprintln(os.Stderr, "child:", err)
+				return 1
+			}
+		case 's':
+			childSleep()
+		default:
+			fmt.Fprintf(os.Stderr, "child: command %q?\n", cmd)
+			return 1
 		}
 		if _, err := out.Write([]byte{'d'}); err != nil {
 			return 1
@@ -177,21 +195,22 @@ func TestSyscalls(t *testing.T) {
 	}
 }
 
-// child is a re-executed test binary serving rounds of getppid calls.
+// child is a re-executed test binary serving rounds of work.
 type child struct {
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out io.Reader
 }
 
-func startChild(t *testing.T) *child {
+// startChild starts a child, with env added to its environment.
+func startChild(t *testing.T, env ...string) *child {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), envChild+"=1")
+	cmd.Env = append(append(os.Environ(), envChild+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -214,12 +233,35 @@ func startChild(t *testing.T) *child {
 	return c
 }
 
-// round has the child make childSyscalls syscalls and waits until it has.
-func (c *child) round(t *testing.T) {
+// round has the child do a round of work of the kind cmd (see envChild)
+// and waits until it has.
+func (c *child) round(t *testing.T, cmd byte) {
 	t.Helper()
-	if _, err := c.in.Write([]byte{'g'}); err != nil {
+	if err := c.roundErr(cmd); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// roundErr is round for goroutines other than the test's.
+func (c *child) roundErr(cmd byte) error {
+	if _, err := c.in.Write([]byte{cmd}); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c.out, make([]byte, 1))
+	return err
+}
+
+// start has the child start a round of work of the kind cmd.
+func (c *child) start(t *testing.T, cmd byte) {
+	t.Helper()
+	if _, err := c.in.Write([]byte{cmd}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait waits until the child has done its round of work.
+func (c *child) wait(t *testing.T) {
+	t.Helper()
 	if _, err := io.ReadFull(c.out, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -228,9 +270,9 @@ func (c *child) round(t *testing.T) {
 func TestOutsideSetNotCounted(t *testing.T) {
 	c := startChild(t)
 	p := startOrSkip(t, os.Getpid())
-	c.round(t) // the child's start-up, uncounted either way
+	c.round(t, 'g') // the child's start-up, uncounted either way
 
-	outside := measure(p, func() { c.round(t) })
+	outside := measure(p, func() { c.round(t, 'g') })
 	t.Logf("child outside the set, %d syscalls: counted %d", childSyscalls, outside.Syscalls)
 	if outside.Syscalls >= childSyscalls/10 {
 		t.Errorf("child outside the set: syscalls moved by %d, want ≪ %d", outside.Syscalls, childSyscalls)
@@ -239,7 +281,7 @@ func TestOutsideSetNotCounted(t *testing.T) {
 	if err := p.Add(c.cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
-	inside := measure(p, func() { c.round(t) })
+	inside := measure(p, func() { c.round(t, 'g') })
 	t.Logf("child added, %d syscalls: counted %d", childSyscalls, inside.Syscalls)
 	if inside.Syscalls < childSyscalls || inside.Syscalls > childSyscalls+childSyscalls/10 {
 		t.Errorf("child in the set: syscalls moved by %d, want %d + a little", inside.Syscalls, childSyscalls)
@@ -348,4 +390,201 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+func TestSyscallKinds(t *testing.T) {
+	const n = 10_000
+	p := startOrSkip(t, os.Getpid())
+	calls, closeAll, err := kindCalls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	for _, k := range calls {
+		t.Run(k.name, func(t *testing.T) {
+			got := countLoop(t, p, n, k.call, k.of)
+			if !within1pc(k.of(got), n) {
+				t.Errorf("%s: counted %d, want %d ± 1 %%", k.name, k.of(got), n)
+			}
+			if k.of(got) > got.Syscalls {
+				t.Errorf("counts not nested: %+v", got)
+			}
+		})
+	}
+}
+
+func TestWakeLatency(t *testing.T) {
+	const rounds = 2000
+	p := startOrSkip(t, os.Getpid())
+	if p.waking == nil {
+		t.Skipf("no wake-up probes: %v", p.Missing())
+	}
+	var (
+		played int
+		err    error
+	)
+	start := time.Now()
+	got := measure(p, func() { played, err = pingPong(rounds, 5*time.Second) })
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p50, p99 := got.WakeHist.Quantile(0.5), got.WakeHist.Quantile(0.99)
+	t.Logf("%d ping-pong rounds in %v: %d wake-ups, p50 %v, p99 %v; ctxsw %d, futex %d; histogram %v",
+		played, took, got.Wakeups, p50, p99, got.CtxSwitches, got.Futex, got.WakeHist)
+	if played < rounds {
+		t.Fatalf("played %d rounds of %d in 5s", played, rounds)
+	}
+	if got.Wakeups < rounds {
+		t.Errorf("wake-ups = %d, want ≥ %d (about twice that)", got.Wakeups, rounds)
+	}
+	if total := got.WakeHist.Total(); total != got.Wakeups {
+		t.Errorf("histogram total %d ≠ wake-ups %d", total, got.Wakeups)
+	}
+	if p50 <= 0 || p50 >= 10*time.Millisecond {
+		t.Errorf("p50 = %v, want in (0, 10ms)", p50)
+	}
+}
+
+func TestPreemptions(t *testing.T) {
+	const d = 300 * time.Millisecond
+	p := startOrSkip(t, os.Getpid())
+	if p.layout.prevStateArg < 0 {
+		t.Skipf("preemptions in user mode are not counted: %v", p.Missing())
+	}
+	got := measure(p, func() { spinners(d) })
+	t.Logf("%d threads spinning on %d CPUs for %v: %d preemptions of %d context switches",
+		runtime.NumCPU()+1, runtime.NumCPU(), d, got.Preemptions, got.CtxSwitches)
+	if got.Preemptions == 0 {
+		t.Errorf("no preemptions of spinners")
+	}
+	if got.Preemptions > got.CtxSwitches {
+		t.Errorf("counts not nested: %+v", got)
+	}
+}
+
+func TestSleeperNotPreempted(t *testing.T) {
+	c := startChild(t, "GOMAXPROCS=1")     // see childSleep
+	p := startOrSkip(t, c.cmd.Process.Pid) // the child alone
+	// The window counted lies well inside the child's sleeps, away from
+	// the exchange on the pipes, where the child, waking this process, is
+	// often preempted by it. A sleeper may still be preempted in the
+	// microseconds it runs between sleeps when the machine is busy; the
+	// claim is that its sleeps are not counted as preemptions, so one clean
+	// attempt in three will do.
+	const settle, window = 30 * time.Millisecond, 100 * time.Millisecond
+	for try := 1; try <= 3; try++ {
+		c.start(t, 's')
+		time.Sleep(settle)
+		got := measure(p, func() { time.Sleep(window) })
+		c.wait(t)
+		t.Logf("try %d: %v of 1ms sleeps counted ctxsw %d, preemptions %d", try, window, got.CtxSwitches, got.Preemptions)
+		if got.CtxSwitches < uint64(window/time.Millisecond)/2 {
+			t.Fatalf("ctxsw = %d, want ≥ %d", got.CtxSwitches, window/time.Millisecond/2)
+		}
+		if got.Preemptions == 0 {
+			return
+		}
+	}
+	t.Errorf("a sleeping process counted preemptions in each of 3 tries")
+}
+
+func TestOutsideSetNotCountedByKind(t *testing.T) {
+	c := startChild(t)
+	p := startOrSkip(t, os.Getpid())
+	c.round(t, 'w') // warm-up
+
+	start := time.Now()
+	outside := measure(p, func() { c.round(t, 'w') })
+	t.Logf("child outside the set, a work round in %v: counted %+v", time.Since(start), outside)
+	if err := p.Add(c.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	inside := measure(p, func() { c.round(t, 'w') })
+	t.Logf("child in the set: counted %+v", inside)
+
+	for _, f := range []struct {
+		name string
+		of   func(Counts) uint64
+		min  uint64
+	}{
+		{"ReadWrite", func(c Counts) uint64 { return c.ReadWrite }, workCalls},
+		{"SendRecv", func(c Counts) uint64 { return c.SendRecv }, workCalls},
+		{"Epoll", func(c Counts) uint64 { return c.Epoll }, workCalls},
+		{"Poll", func(c Counts) uint64 { return c.Poll }, workCalls},
+		{"SchedYield", func(c Counts) uint64 { return c.SchedYield }, workCalls},
+		{"Futex", func(c Counts) uint64 { return c.Futex }, workRounds},
+		{"CtxSwitches", func(c Counts) uint64 { return c.CtxSwitches }, workRounds},
+		{"Preemptions", func(c Counts) uint64 { return c.Preemptions }, 1},
+		{"Wakeups", func(c Counts) uint64 { return c.Wakeups }, workRounds},
+		{"WakeHist", func(c Counts) uint64 { return c.WakeHist.Total() }, workRounds},
+	} {
+		in, out := f.of(inside), f.of(outside)
+		if p.waking == nil && (f.name == "Wakeups" || f.name == "WakeHist") ||
+			p.layout.prevStateArg < 0 && f.name == "Preemptions" {
+			continue
+		}
+		if in < f.min {
+			t.Errorf("child in the set: %s = %d, want ≥ %d", f.name, in, f.min)
+		}
+		if out > in/10 {
+			t.Errorf("child outside the set: %s = %d, want ≤ %d (a tenth of the %d counted in the set)", f.name, out, in/10, in)
+		}
+	}
+}
+
+func TestBench(t *testing.T) {
+	startOrSkip(t, os.Getpid()).Close() // skips if there is no probe
+	withBenchtime(t, "3x")
+	var warn bytes.Buffer
+	s := &sharedProbe{start: func() (*Probe, error) { return Start(os.Getpid()) }, warn: &warn}
+	t.Cleanup(func() {
+		if s.p != nil {
+			s.p.Close()
+		}
+	})
+	c := startChild(t)
+	pid := c.cmd.Process.Pid
+	c.round(t, 'g') // the child's start-up
+
+	// Each op, the child makes childSyscalls getppid calls, and this
+	// process waits for it on a pipe: some syscalls and wake-ups.
+	var errs []error
+	r := testing.Benchmark(func(b *testing.B) {
+		stop := s.bench(b, []int{pid, pid, os.Getpid()})
+		for range b.N {
+			if err := c.roundErr('g'); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		stop()
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	t.Logf("b.N = %d: %v; printed %q", r.N, r.Extra, warn.String())
+	for _, m := range append(perOpMetrics, "wake-p50-µs", "wake-p99-µs") {
+		if _, ok := r.Extra[m]; !ok {
+			t.Errorf("no %s", m)
+		}
+	}
+	if got := r.Extra["syscalls/op"]; got < childSyscalls || got > childSyscalls*1.1 {
+		t.Errorf("syscalls/op = %v, want %d + a little", got, childSyscalls)
+	}
+	if s.p.Missing() == nil && warn.Len() > 0 {
+		t.Errorf("printed %q with nothing missing", warn.String())
+	}
+
+	// Stopped, Bench no longer watches the child.
+	var v uint32
+	if err := s.p.watched.Lookup(uint32(pid), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("child still watched after stop: %v", err)
+	}
+	if len(s.refs) != 0 {
+		t.Errorf("refs left after stop: %v", s.refs)
+	}
+	outside := measure(s.p, func() { c.round(t, 'g') })
+	if outside.Syscalls >= childSyscalls/10 {
+		t.Errorf("child counted after stop: syscalls moved by %d", outside.Syscalls)
+	}
 }
