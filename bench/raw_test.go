@@ -76,8 +76,12 @@ func serveRaw() int {
 // rawEcho echoes the messages of one connection.
 func rawEcho(c net.Conn, alloc bool) {
 	defer c.Close()
-	var hdr [4]byte
-	var buf []byte
+	var (
+		hdr  [4]byte
+		iov  [2][]byte
+		bufs net.Buffers
+		buf  []byte
+	)
 	if !alloc {
 		buf = make([]byte, rawMax)
 	}
@@ -102,7 +106,8 @@ func rawEcho(c net.Conn, alloc bool) {
 			copy(reply, msg)
 			msg = reply
 		}
-		bufs := net.Buffers{hdr[:], msg}
+		iov = [2][]byte{hdr[:], msg}
+		bufs = iov[:]
 		if _, err := bufs.WriteTo(c); err != nil {
 			return
 		}
@@ -143,6 +148,8 @@ func startRaw(tb testing.TB, network string, alloc bool) *target {
 type rawConn struct {
 	c        net.Conn
 	hdr      [4]byte
+	iov      [2][]byte   // the header and the payload, for one writev
+	bufs     net.Buffers // a view of iov that WriteTo consumes (no allocation per call)
 	out      []byte    // the reused reply buffer (zero-allocation form)
 	deadline time.Time // the deadline set on c
 }
@@ -157,8 +164,9 @@ func (r *rawConn) echo(ctx context.Context, req []byte, alloc bool) ([]byte, err
 		r.deadline = d
 	}
 	binary.LittleEndian.PutUint32(r.hdr[:], uint32(len(req)))
-	bufs := net.Buffers{r.hdr[:], req}
-	if _, err := bufs.WriteTo(r.c); err != nil {
+	r.iov = [2][]byte{r.hdr[:], req}
+	r.bufs = r.iov[:]
+	if _, err := r.bufs.WriteTo(r.c); err != nil {
 		return nil, err
 	}
 	if _, err := io.ReadFull(r.c, r.hdr[:]); err != nil {
