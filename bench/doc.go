@@ -1,7 +1,11 @@
-// Package bench holds ringwire's full-stack comparison benchmarks: a host
-// calling echo in a real plugin process through ringwire (plugin.Launch and
-// plugin.Serve), through hashicorp/go-plugin over gRPC, and through a
-// hand-written length-prefix echo on a Unix socketpair, all in one
-// `go test -bench` run. It is a separate module so that the library's go.mod
-// does not depend on go-plugin or gRPC. See README.md.
+// Package bench is ringwire's comparison suite: one `go test -bench` run
+// that lines up ringwire (through its public plugin API, over shared memory,
+// framed Unix and framed TCP plain, LZ4, ZSTD and mutual TLS) against
+// hashicorp/go-plugin (gRPC and net/rpc), cloudwego/shmipc-go (defaults and
+// tuned), an unchanged gRPC service over ringwire and over a plain socket,
+// and hand-written socket echoes, each serving from a real child process,
+// under the same load shapes, with eBPF counts (package probe) of what every
+// call asks of the kernel. cmd/report renders a run as a results page with
+// charts. It is a separate module so that the library's go.mod depends on
+// none of the peers. See README.md.
 package bench

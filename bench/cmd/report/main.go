@@ -56,7 +56,12 @@ func run(in, out, sel string, rounds int, benchtime string, timeout time.Duratio
 			return err
 		}
 		st, _ := os.Stat(in)
-		meta = runMeta{When: st.ModTime(), Command: "go run ./cmd/report -in " + in, Source: in}
+		meta = runMeta{When: st.ModTime(), Command: "go test -bench (a file given to go run ./cmd/report -in)", Source: in}
+		if abs, err := filepath.Abs(in); err == nil {
+			if dir, _ := filepath.Abs(out); filepath.Dir(abs) == dir {
+				meta.Source = filepath.Base(in) // beside the page: a relative link
+			}
+		}
 	} else {
 		meta = runMeta{When: time.Now()}
 		if raw, meta.Command, err = runSuite(sel, rounds, benchtime, timeout); err != nil {
@@ -72,6 +77,13 @@ func run(in, out, sel string, rounds int, benchtime string, timeout time.Duratio
 	res, err := parse(bytes.NewReader(raw))
 	if err != nil {
 		return err
+	}
+	// A run made by this command says how and when in its first lines.
+	if res.command != "" {
+		meta.Command = res.command
+	}
+	if t, err := time.Parse(time.RFC3339, res.date); err == nil {
+		meta.When = t
 	}
 	if len(res.rows) == 0 {
 		return errors.New("no BenchmarkEcho results in the input")
@@ -111,7 +123,10 @@ func runSuite(sel string, rounds int, benchtime string, timeout time.Duration) (
 	}
 	args := []string{"-test.run", "^$", "-test.bench", pattern, "-test.benchmem", "-test.count", "1",
 		"-test.benchtime", benchtime, "-test.timeout", timeout.String()}
+	command := fmt.Sprintf("cd bench && go run ./cmd/report -bench '%s' -rounds %d -benchtime %s", sel, rounds, benchtime)
 	var all bytes.Buffer
+	// Configuration lines (benchfmt's "key: value") that -in reads back.
+	fmt.Fprintf(&all, "ringwire-report-command: %s\nringwire-report-date: %s\n", command, time.Now().UTC().Format(time.RFC3339))
 	for i := range rounds {
 		fmt.Fprintf(os.Stderr, "report: round %d of %d\n", i+1, rounds)
 		cmd := exec.CommandContext(ctx, bin, args...)
@@ -122,7 +137,6 @@ func runSuite(sel string, rounds int, benchtime string, timeout time.Duration) (
 			return nil, "", fmt.Errorf("round %d: %w", i+1, err)
 		}
 	}
-	command := fmt.Sprintf("cd bench && go run ./cmd/report -bench '%s' -rounds %d -benchtime %s", sel, rounds, benchtime)
 	return all.Bytes(), command, nil
 }
 

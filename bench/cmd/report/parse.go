@@ -41,6 +41,9 @@ type results struct {
 	rows  []*row
 	index map[key]*row
 	cpu   string
+	// command and date: the ringwire-report-* lines of a run made by
+	// this command.
+	command, date string
 	// order lists the contenders, impls and sizes in first-seen order.
 	contenders, impls, sizes []string
 }
@@ -56,8 +59,12 @@ func parse(in io.Reader) (*results, error) {
 		if !ok {
 			continue // syntax errors and unit metadata
 		}
+		if res.command == "" {
+			res.command = rec.GetConfig("ringwire-report-command")
+			res.date = rec.GetConfig("ringwire-report-date")
+		}
 		if res.cpu == "" {
-			res.cpu = rec.GetConfig("cpu")
+			res.cpu = strings.Join(strings.Fields(rec.GetConfig("cpu")), " ")
 		}
 		k, ok := parseName(rec.Name)
 		if !ok {

@@ -11,7 +11,9 @@ import (
 )
 
 // Two rounds of a small run, as the suite prints them.
-const sample = `goos: linux
+const sample = `ringwire-report-command: cd bench && go run ./cmd/report -rounds 2
+ringwire-report-date: 2026-12-02T10:00:00Z
+goos: linux
 goarch: amd64
 pkg: github.com/ringwire/ringwire/bench
 cpu: Test CPU
@@ -31,6 +33,9 @@ func TestParse(t *testing.T) {
 	res, err := parse(strings.NewReader(sample))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if res.command != "cd bench && go run ./cmd/report -rounds 2" || res.date != "2026-12-02T10:00:00Z" {
+		t.Errorf("command %q date %q", res.command, res.date)
 	}
 	if res.cpu != "Test CPU" {
 		t.Errorf("cpu %q", res.cpu)
