@@ -94,7 +94,7 @@ func TestPageAndCharts(t *testing.T) {
 		"2026-12-02", "Test CPU", "`cmd`", "(raw.txt)", "![latency-peers](latency-peers.svg)",
 		"| ringwire-shm/into | rawunix/into | 2.00 µs | 50.0 µs | 25.0× | ≥ 20× | met |",
 		// rawunix's callers8 outruns ringwire's: the page says so.
-		"mode=callers8 size=10B: **rawunix/into** (100.0 k calls/s) beats the best ringwire zero-allocation form, ringwire-shm/into (50.0 k calls/s): 2.00×",
+		"mode=callers8 size=10B: **rawunix/into** (100.0 k calls/s) beats ringwire's best `into`, ringwire-shm/into (50.0 k calls/s): 2.00×",
 		"| ringwire-shm/into | 2.00 µs | 10 | 0 | 0 | 1.00 µs | 3.00 µs |",
 	} {
 		if !strings.Contains(page, s) {
