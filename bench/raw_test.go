@@ -150,8 +150,8 @@ type rawConn struct {
 	hdr      [4]byte
 	iov      [2][]byte   // the header and the payload, for one writev
 	bufs     net.Buffers // a view of iov that WriteTo consumes (no allocation per call)
-	out      []byte    // the reused reply buffer (zero-allocation form)
-	deadline time.Time // the deadline set on c
+	out      []byte      // the reused reply buffer (zero-allocation form)
+	deadline time.Time   // the deadline set on c
 }
 
 // echo sends req and reads the reply: into r.out, or into a new slice when
