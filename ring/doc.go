@@ -60,7 +60,8 @@
 // # Waiting
 //
 // A side that finds nothing to do (the consumer an empty ring, the producer a
-// full one) spins for a bounded window, then announces sleep by setting the
+// full one) spins for a bounded window, yielding its P to the process's
+// other goroutines every 32 polls, then announces sleep by setting the
 // asleep bit of its bell with a CAS, re-checks, and FUTEX_WAITs on the bell
 // with a timeout. The other side, after publishing its position, loads the
 // bell and issues FUTEX_WAKE only when the bit is set, clearing it and bumping

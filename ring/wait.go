@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -293,6 +294,9 @@ func (w *waiter) wait(ready func() bool, l limit) error {
 			if now-start >= budget {
 				break
 			}
+			// Let the other goroutines of this process run: the one that
+			// will produce what we wait for may be among them.
+			runtime.Gosched()
 		}
 		pause()
 	}
