@@ -82,7 +82,7 @@ func latencyChart(res *results, title string, want []string) (*plot.Plot, error)
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "payload (bytes, each way)"
-	p.Y.Label.Text = "µs per call (median)"
+	p.Y.Label.Text = "µs per call (mean of a round, median of the rounds)"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
 	p.Legend.Top, p.Legend.Left = true, true
@@ -119,7 +119,7 @@ func latencyChart(res *results, title string, want []string) (*plot.Plot, error)
 func loadShapeChart(res *results, size string) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = "Load shapes, " + size + " payload: calls/s in all (log scale)"
-	p.Y.Label.Text = "calls/s (median)"
+	p.Y.Label.Text = "calls/s (median of the rounds)"
 	p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
 	p.NominalX(loadModes...)
 	p.Legend.Top, p.Legend.Left = true, false
