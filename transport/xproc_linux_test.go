@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,20 +32,7 @@ func matrix() []combo {
 	return m
 }
 
-var (
-	testCAOnce sync.Once
-	testCA     *CA
-	testCAErr  error
-	addrSeq    atomic.Int64
-)
-
-func ca(t testing.TB) *CA {
-	testCAOnce.Do(func() { testCA, testCAErr = NewCA("ringwire test CA") })
-	if testCAErr != nil {
-		t.Fatal(testCAErr)
-	}
-	return testCA
-}
+var addrSeq atomic.Int64
 
 // unixAddr returns a fresh abstract Unix socket address: no file to clean up
 // and no directory permissions in the way.
