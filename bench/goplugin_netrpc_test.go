@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/rpc"
 	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 
 	goplugin "github.com/hashicorp/go-plugin"
@@ -91,30 +89,9 @@ func init() {
 // reaps it.
 func startGopluginNetRPC(tb testing.TB) *target {
 	tb.Helper()
-	cmd := exec.Command(executable(tb), "-test.run=^$")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	hs := gpHandshake
 	hs.ProtocolVersion = gpNetRPCVersion
-	c := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  hs,
-		Plugins:          gpNetRPCPlugins,
-		Cmd:              cmd,
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolNetRPC},
-		StartTimeout:     startTimeout,
-		Logger:           hclogger(),
-	})
-	tb.Cleanup(c.Kill) // graceful, then killed after 2s; blocks until reaped
-	rpcc, err := c.Client()
-	if err != nil {
-		tb.Fatalf("go-plugin net/rpc: %v", err)
-	}
-	if p := c.NegotiatedVersion(); p != gpNetRPCVersion {
-		tb.Fatalf("go-plugin net/rpc: negotiated protocol version %d, want %d", p, gpNetRPCVersion)
-	}
-	raw, err := rpcc.Dispense("echo")
-	if err != nil {
-		tb.Fatalf("go-plugin net/rpc: dispense: %v", err)
-	}
+	raw, childPid := launchGoplugin(tb, hs, gpNetRPCPlugins, goplugin.ProtocolNetRPC)
 	ec, ok := raw.(*echoRPCClient)
 	if !ok {
 		tb.Fatalf("go-plugin net/rpc: dispensed %T", raw)
@@ -125,8 +102,8 @@ func startGopluginNetRPC(tb testing.TB) *target {
 	if err := ec.call(ctx, "Plugin.Pid", 0, &pid); err != nil {
 		tb.Fatalf("go-plugin net/rpc: pid: %v", err)
 	}
-	if pid != cmd.Process.Pid {
-		tb.Fatalf("go-plugin net/rpc: served by pid %d, started %d", pid, cmd.Process.Pid)
+	if pid != childPid {
+		tb.Fatalf("go-plugin net/rpc: served by pid %d, started %d", pid, childPid)
 	}
 	return &target{pids: []int{pid}, newCaller: func(req []byte) func(context.Context) error {
 		return func(ctx context.Context) error {

@@ -134,31 +134,44 @@ func init() {
 	register(contender{impl: "goplugin-grpc", form: "call", start: startGopluginTarget})
 }
 
-// startGoplugin starts this binary as a go-plugin gRPC plugin and dispenses
-// its Echo client; cleanup kills and reaps it. It also returns the plugin's
-// pid.
-func startGoplugin(tb testing.TB) (*echoClient, int) {
+// launchGoplugin starts this binary as a go-plugin plugin speaking proto
+// at protocol version (hs) and dispenses its "echo" plugin; cleanup kills and
+// reaps it. It returns the dispensed client and the plugin's pid.
+func launchGoplugin(tb testing.TB, hs goplugin.HandshakeConfig, plugins goplugin.PluginSet, proto goplugin.Protocol) (any, int) {
 	tb.Helper()
 	cmd := exec.Command(executable(tb), "-test.run=^$")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	c := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  gpHandshake,
-		Plugins:          gpPlugins,
+		HandshakeConfig:  hs,
+		Plugins:          plugins,
 		Cmd:              cmd,
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AllowedProtocols: []goplugin.Protocol{proto},
 		StartTimeout:     startTimeout,
 		Logger:           hclogger(),
 	})
 	tb.Cleanup(c.Kill) // graceful, then killed after 2s; blocks until reaped
-	rpc, err := c.Client()
+	rpcc, err := c.Client()
 	if err != nil {
-		tb.Fatalf("go-plugin: %v", err)
+		tb.Fatalf("go-plugin %s: %v", proto, err)
 	}
-	raw, err := rpc.Dispense("echo")
+	if p := c.NegotiatedVersion(); p != int(hs.ProtocolVersion) {
+		tb.Fatalf("go-plugin %s: negotiated protocol version %d, want %d", proto, p, hs.ProtocolVersion)
+	}
+	raw, err := rpcc.Dispense("echo")
 	if err != nil {
-		tb.Fatalf("go-plugin: dispense: %v", err)
+		tb.Fatalf("go-plugin %s: dispense: %v", proto, err)
 	}
-	return raw.(*echoClient), cmd.Process.Pid
+	return raw, cmd.Process.Pid
+}
+
+// startGoplugin starts the gRPC form and returns its Echo client and pid.
+func startGoplugin(tb testing.TB) (*echoClient, int) {
+	raw, pid := launchGoplugin(tb, gpHandshake, gpPlugins, goplugin.ProtocolGRPC)
+	ec, ok := raw.(*echoClient)
+	if !ok {
+		tb.Fatalf("go-plugin gRPC: dispensed %T", raw)
+	}
+	return ec, pid
 }
 
 // startGopluginTarget: the server's handler returns its request (gRPC has
