@@ -105,13 +105,5 @@ func startGopluginNetRPC(tb testing.TB) *target {
 	if pid != childPid {
 		tb.Fatalf("go-plugin net/rpc: served by pid %d, started %d", pid, childPid)
 	}
-	return &target{pids: []int{pid}, newCaller: func(req []byte) func(context.Context) error {
-		return func(ctx context.Context) error {
-			out, err := ec.Echo(ctx, req)
-			if err != nil {
-				return err
-			}
-			return checkEcho(req, out)
-		}
-	}}
+	return echoTarget([]int{pid}, ec.Echo)
 }

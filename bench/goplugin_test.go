@@ -179,13 +179,5 @@ func startGoplugin(tb testing.TB) (*echoClient, int) {
 // call.
 func startGopluginTarget(tb testing.TB) *target {
 	ec, pid := startGoplugin(tb)
-	return &target{pids: []int{pid}, newCaller: func(req []byte) func(context.Context) error {
-		return func(ctx context.Context) error {
-			out, err := ec.Echo(ctx, req)
-			if err != nil {
-				return err
-			}
-			return checkEcho(req, out)
-		}
-	}}
+	return echoTarget([]int{pid}, ec.Echo)
 }

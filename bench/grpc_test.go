@@ -178,13 +178,5 @@ func startGRPC(tb testing.TB, network string) *target {
 			tb.Fatalf("gRPC over %s: ringwire negotiated %v, want %v", network, got, want)
 		}
 	}
-	return &target{pids: []int{ch.pid()}, newCaller: func(req []byte) func(context.Context) error {
-		return func(ctx context.Context) error {
-			out, err := ec.Echo(ctx, req)
-			if err != nil {
-				return err
-			}
-			return checkEcho(req, out)
-		}
-	}}
+	return echoTarget([]int{ch.pid()}, ec.Echo)
 }

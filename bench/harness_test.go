@@ -44,6 +44,21 @@ type target struct {
 	newCaller func(req []byte) func(ctx context.Context) error
 }
 
+// echoTarget is the target of a contender whose client has an Echo method
+// safe for concurrent callers (gRPC, net/rpc): each caller calls it and
+// checks the reply.
+func echoTarget(pids []int, echo func(context.Context, []byte) ([]byte, error)) *target {
+	return &target{pids: pids, newCaller: func(req []byte) func(context.Context) error {
+		return func(ctx context.Context) error {
+			out, err := echo(ctx, req)
+			if err != nil {
+				return err
+			}
+			return checkEcho(req, out)
+		}
+	}}
+}
+
 // contenders is every contender, in registration order (each file's init).
 var contenders []contender
 

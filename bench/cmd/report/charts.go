@@ -87,10 +87,7 @@ func latencyChart(res *results, title string, want []string) (*plot.Plot, error)
 	p.X.Tick.Marker, p.Y.Tick.Marker = plot.LogTicks{Prec: -1}, plot.LogTicks{Prec: -1}
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Add(plotter.NewGrid())
-	var lines []any
-	for _, c := range want {
-		impl, form, _ := strings.Cut(c, "/")
-		var xys plotter.XYs
+	return addLines(p, want, func(impl, form string) (xys plotter.XYs) {
 		for _, size := range res.sizes {
 			r := res.get(key{impl, form, "seq", size})
 			x, ok := sizeBytes(size)
@@ -101,17 +98,8 @@ func latencyChart(res *results, title string, want []string) (*plot.Plot, error)
 				xys = append(xys, plotter.XY{X: x, Y: t * 1e6})
 			}
 		}
-		if len(xys) > 0 {
-			lines = append(lines, c, xys)
-		}
-	}
-	if len(lines) == 0 {
-		return nil, nil
-	}
-	if err := plotutil.AddLinePoints(p, lines...); err != nil {
-		return nil, err
-	}
-	return p, nil
+		return xys
+	})
 }
 
 // loadShapeChart: calls/s of each load shape at size (the busy modes: one
@@ -124,10 +112,7 @@ func loadShapeChart(res *results, size string) (*plot.Plot, error) {
 	p.NominalX(loadModes...)
 	p.Legend.Top, p.Legend.Left = true, false
 	p.Add(plotter.NewGrid())
-	var lines []any
-	for _, c := range loadChart {
-		impl, form, _ := strings.Cut(c, "/")
-		var xys plotter.XYs
+	return addLines(p, loadChart, func(impl, form string) (xys plotter.XYs) {
 		for i, mode := range loadModes {
 			r := res.get(key{impl, form, mode, size})
 			if r == nil {
@@ -137,7 +122,17 @@ func loadShapeChart(res *results, size string) (*plot.Plot, error) {
 				xys = append(xys, plotter.XY{X: float64(i), Y: v})
 			}
 		}
-		if len(xys) > 0 {
+		return xys
+	})
+}
+
+// addLines adds a line to p for each contender of want that points gives
+// points for, and returns p (nil when no contender has any).
+func addLines(p *plot.Plot, want []string, points func(impl, form string) plotter.XYs) (*plot.Plot, error) {
+	var lines []any
+	for _, c := range want {
+		impl, form, _ := strings.Cut(c, "/")
+		if xys := points(impl, form); len(xys) > 0 {
 			lines = append(lines, c, xys)
 		}
 	}
