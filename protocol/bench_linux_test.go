@@ -145,6 +145,8 @@ func reportWaits(b *testing.B, p *Peer, s0 transport.Stats) {
 	}
 	b.ReportMetric(float64(s.Parks-s0.Parks)/float64(b.N), "parks/op")
 	b.ReportMetric(float64(s.Wakes-s0.Wakes)/float64(b.N), "wakes/op")
+	b.ReportMetric(float64(s.Handoffs-s0.Handoffs)/float64(b.N), "handoffs/op")
+
 }
 
 // BenchmarkPing: a round trip through the peer's reading loop, no handler.

@@ -374,6 +374,7 @@ func waitStats(b *testing.B, e *duplex.End, before [2]ring.Stats) {
 	n := float64(b.N)
 	b.ReportMetric(float64(rx.Parks-before[0].Parks)/n, "parks/op")
 	b.ReportMetric(float64(tx.WakesSent-before[1].WakesSent)/n, "wakes/op")
+	b.ReportMetric(float64(rx.Handoffs-before[0].Handoffs)/n, "handoffs/op")
 }
 
 func statsOf(e *duplex.End) [2]ring.Stats { return [2]ring.Stats{e.Rx.Stats(), e.Tx.Stats()} }

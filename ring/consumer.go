@@ -53,6 +53,7 @@ func NewConsumer(mem []byte, o *Options) (*Consumer, error) {
 	opt := o.withDefaults()
 	c := &Consumer{g: g, maxMsg: uint64(opt.MaxMessage)}
 	c.w.init(g.dataBell, opt)
+	c.w.self = g.dataCPU
 	t, h := atomic.LoadUint64(g.tailp), atomic.LoadUint64(g.headp)
 	if t%RecordAlign != 0 || h%RecordAlign != 0 || t-h > g.capacity {
 		return nil, fmt.Errorf("%w: counters tail=%d head=%d", ErrCorrupt, t, h)
@@ -334,6 +335,14 @@ func (c *Consumer) unpeek() {
 	// A reassembled message stays complete (asmDone); the next TryPeek
 	// returns it again.
 }
+
+// Pair tells c that its records answer those of p, a producer on the ring
+// going the other way between the same two sides: while c waits, the thread
+// it waits for is the peer's consumer of p's ring, and c's waits give up
+// their spin when that thread was last seen on the waiter's own CPU (see
+// docs/ring.md, "Spin only where the peer can run"). Call it before c and p
+// are in use.
+func (c *Consumer) Pair(p *Producer) { c.w.peer = p.g.dataCPU }
 
 // SetDeadline bounds how long Peek and Read wait. The zero time removes the
 // bound. It may be called from any goroutine, also while a reader waits.

@@ -296,14 +296,16 @@ func (k *consumerChecker) checkHead(what string) {
 		k.t.Fatalf("%s: consumer published head %d (private %d) from %d, tail seen %d", what, h, c.head, k.head, c.tail)
 	}
 	k.head = h
-	// Besides its head and the two bells, the consumer writes nothing.
+	// Besides its head, the two bells and its CPU word, the consumer writes
+	// nothing.
 	if len(k.mem) >= HeaderSize {
 		copy(k.snap[offHead:offHead+8], k.mem[offHead:])
 		copy(k.snap[offDataBell:offDataBell+4], k.mem[offDataBell:])
 		copy(k.snap[offSpaceBell:offSpaceBell+4], k.mem[offSpaceBell:])
+		copy(k.snap[offDataCPU:offDataCPU+4], k.mem[offDataCPU:])
 	}
 	if !bytes.Equal(k.mem, k.snap) {
-		k.t.Fatalf("%s: the consumer wrote into the memory outside its head and the bells", what)
+		k.t.Fatalf("%s: the consumer wrote into the memory outside its head, the bells and its CPU word", what)
 	}
 }
 

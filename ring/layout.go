@@ -12,6 +12,7 @@ import (
 // relative to the start of the memory handed to Init, Attach or NewHeap.
 //
 //	0    header line      magic u32 | version u32 | capacity u32 | max record u32 | header size u32 | 0...
+//	64   consumer CPU     u32: 1 + the CPU the consumer waits on | beat (advisory, see wait.go)
 //	128  producer line    tail  u64  (bytes ever published; written by the producer only)
 //	256  consumer line    head  u64  (bytes ever released; written by the consumer only)
 //	384  consumer bell    u32 futex word: seq<<1 | asleep (the consumer sleeps here)
@@ -39,6 +40,7 @@ const (
 	offTail       = 1 * lineSize
 	offHead       = 2 * lineSize
 	offDataBell   = 3 * lineSize
+	offDataCPU    = 64 // the header line, which nothing reads after attach
 	offSpaceBell  = 4 * lineSize
 
 	// HeaderSize is the number of bytes before the data area.
@@ -97,6 +99,7 @@ type geometry struct {
 	headp     *uint64
 	dataBell  *uint32
 	spaceBell *uint32
+	dataCPU   *uint32
 }
 
 func checkCapacity(capacity, maxRecord int) error {
@@ -183,6 +186,7 @@ func attach(mem []byte) (geometry, error) {
 		headp:     (*uint64)(unsafe.Pointer(&mem[offHead])),
 		dataBell:  (*uint32)(unsafe.Pointer(&mem[offDataBell])),
 		spaceBell: (*uint32)(unsafe.Pointer(&mem[offSpaceBell])),
+		dataCPU:   (*uint32)(unsafe.Pointer(&mem[offDataCPU])),
 	}
 	return g, nil
 }

@@ -43,6 +43,7 @@ func NewProducer(mem []byte, o *Options) (*Producer, error) {
 	}
 	p := &Producer{g: g}
 	p.w.init(g.spaceBell, o.withDefaults())
+	p.w.peer = g.dataCPU
 	t, h := atomic.LoadUint64(g.tailp), atomic.LoadUint64(g.headp)
 	if t%RecordAlign != 0 || h%RecordAlign != 0 || t-h > g.capacity {
 		return nil, fmt.Errorf("%w: counters tail=%d head=%d", ErrCorrupt, t, h)

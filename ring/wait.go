@@ -78,11 +78,15 @@ type Stats struct {
 	Parks      uint64 // FUTEX_WAIT calls
 	WakesSent  uint64 // FUTEX_WAKE calls issued to the peer
 	SpinBudget int64  // current spin window in nanoseconds (adaptive)
+	// Handoffs counts waits that gave up their spin because the peer was
+	// last seen on this very CPU: it cannot run while we spin there.
+	Handoffs uint64
 }
 
 type counters struct {
 	records, messages, bytes ownedCounter
 	spinWaits, parks, wakes  ownedCounter
+	handoffs                 ownedCounter
 }
 
 // ownedCounter is a statistics counter that only its side's goroutine writes
@@ -148,6 +152,47 @@ type waiter struct {
 	state    atomic.Uint32
 	budgetNs atomic.Int64
 	c        counters
+
+	// self is where this side tells the peer which CPU it waits on, and
+	// peer where the peer tells us (shared memory, advisory: see here).
+	// Either may be nil.
+	self, peer *uint32
+	told       uint32 // what we last stored in self (never read back from it)
+	seen       uint32 // the peer's word at our previous look, this wait
+	noYield    int64  // nanotime before which waiters do not yield their CPU to the peer
+}
+
+// The CPU word: the low 12 bits hold 1 + the CPU number (0: unknown), the
+// rest a beat the waiter advances at every look while it spins, so that the
+// peer can tell a spinning waiter from one that is not running.
+const (
+	cpuMask = 1<<12 - 1
+	cpuBeat = 1 << 12
+)
+
+// here notes in self the CPU this thread runs on (and a beat), and reports
+// whether the peer is waiting for this very CPU: its word names this CPU and
+// has not changed since our previous look. A peer that names our CPU cannot
+// be running now (we are), and one that spins elsewhere would have moved its
+// beat; so it is descheduled here, or was at its last look, and spinning
+// would only delay it. The word is a hint that the peer may have left stale
+// or written falsely; either costs us one sched_yield, never correctness,
+// since the sleep protocol below does not depend on it.
+func (w *waiter) here(first bool) bool {
+	cpu := cpuNow()
+	if cpu == 0 {
+		return false
+	}
+	if w.self != nil {
+		w.told = (w.told+cpuBeat)&^cpuMask | cpu
+		atomic.StoreUint32(w.self, w.told)
+	}
+	if w.peer == nil {
+		return false
+	}
+	v, prev := atomic.LoadUint32(w.peer), w.seen
+	w.seen = v
+	return !first && v == prev && v&cpuMask == cpu
 }
 
 func (w *waiter) init(bell *uint32, o Options) {
@@ -157,6 +202,15 @@ func (w *waiter) init(bell *uint32, o Options) {
 	}
 	w.budgetNs.Store(w.spin)
 }
+
+// A waiter that finds the peer waiting for its CPU yields it (see here). A
+// yield that takes longer than longYield gave the CPU to a third thread, not
+// to the peer: waiters then do not yield for yieldBackoff.
+const (
+	handoffAfter = 5 * time.Microsecond
+	longYield    = 500 * time.Microsecond
+	yieldBackoff = 20 * time.Millisecond
+)
 
 // budget is the spin window for the next wait.
 func (w *waiter) budget() int64 {
@@ -261,6 +315,18 @@ const maxBellRetries = 64
 // true as well when it has found corruption (the caller then reports it). A
 // deadline of l that has passed already allows one look and no waiting.
 func (w *waiter) wait(ready func() bool, l limit) error {
+	err := w.waitLoop(ready, l)
+	if w.told&cpuMask != 0 {
+		// No longer waiting: what this thread does next (the handler,
+		// the reply) may run anywhere, and a peer that saw our CPU here
+		// must not take us for descheduled there.
+		w.told &^= cpuMask
+		atomic.StoreUint32(w.self, w.told)
+	}
+	return err
+}
+
+func (w *waiter) waitLoop(ready func() bool, l limit) error {
 	start := nanotime()
 	if l.deadline != 0 && start >= l.deadline {
 		if ready() {
@@ -273,7 +339,7 @@ func (w *waiter) wait(ready func() bool, l limit) error {
 	// now is the clock as of the last check, at most 32 polls old: a message
 	// found while spinning is timed with it, which keeps a clock read (about
 	// 30 ns here) off the path from the message's arrival to its handling.
-	now := start
+	now, stuck := start, int64(0) // stuck: since when the peer waits for our CPU
 	for i := uint32(1); ; i++ {
 		if ready() {
 			w.c.spinWaits.Add(1)
@@ -293,6 +359,23 @@ func (w *waiter) wait(ready func() bool, l limit) error {
 			}
 			if now-start >= budget {
 				break
+			}
+			if !w.here(i == 32) {
+				stuck = 0
+			} else if stuck == 0 {
+				stuck = now
+			} else if now-stuck >= int64(handoffAfter) && now >= w.noYield {
+				// The peer has been waiting for this CPU for longer than
+				// the kernel takes to move one of us to an idle one:
+				// give it over. A yield that lasts means a third thread
+				// ran here (another process's time slice): stop
+				// yielding for a while, the futex serves better then.
+				w.c.handoffs.Add(1)
+				osYield()
+				if d := nanotime() - now; d > int64(longYield) {
+					w.noYield = now + d + int64(yieldBackoff)
+				}
+				stuck = 0
 			}
 			// Let the other goroutines of this process run: the one that
 			// will produce what we wait for may be among them.
@@ -371,5 +454,6 @@ func (w *waiter) stats() Stats {
 		Parks:      w.c.parks.Load(),
 		WakesSent:  w.c.wakes.Load(),
 		SpinBudget: w.budgetNs.Load(),
+		Handoffs:   w.c.handoffs.Load(),
 	}
 }

@@ -195,6 +195,9 @@ type Stats struct {
 	WireBytesRecv              uint64
 	Writes                     uint64 // write/writev system calls (framed)
 	Wakes, Parks               uint64 // futex wakes issued and sleeps taken (shm)
+	// Handoffs counts waits that skipped their spin because the peer was
+	// last seen on the waiter's CPU (shm; see docs/ring.md).
+	Handoffs uint64
 }
 
 var errDeadline = deadlineError{}

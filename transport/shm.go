@@ -423,5 +423,6 @@ func (c *shmConn) Stats() Stats {
 		BytesRecv:    rx.Bytes,
 		Wakes:        tx.WakesSent + rx.WakesSent,
 		Parks:        tx.Parks + rx.Parks,
+		Handoffs:     tx.Handoffs + rx.Handoffs,
 	}
 }

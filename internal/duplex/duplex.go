@@ -162,6 +162,7 @@ func (e *End) attach(tx, rx, capacity int, cfg *Config) (err error) {
 	if e.Rx, err = ring.NewConsumer(e.segs[rx].Bytes(), &cfg.Options); err != nil {
 		return err
 	}
+	e.Rx.Pair(e.Tx)
 	if e.Tx.Capacity() != capacity || e.Rx.Capacity() != capacity {
 		return fmt.Errorf("%w: ring headers disagree with the offered capacity %d", ring.ErrCorrupt, capacity)
 	}

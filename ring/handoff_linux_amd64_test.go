@@ -1,0 +1,99 @@
+package ring
+
+import (
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// onOneCPU runs f on a thread pinned to the CPU it is on, and returns that
+// CPU as cpuNow gives it (1 + its number).
+func onOneCPU(t *testing.T, f func(cpu uint32)) {
+	t.Helper()
+	if cpuNow() == 0 {
+		t.Skip("the CPU number cannot be read here (no per-CPU segment for the vDSO's getcpu): waiters never hand over")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		t.Fatal(err)
+	}
+	cpu := cpuNow()
+	one.Set(int(cpu - 1))
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.SchedSetaffinity(0, &old) }()
+	if got := cpuNow(); got != cpu {
+		t.Fatalf("pinned to CPU %d, cpuNow says %d", cpu-1, got-1)
+	}
+	f(cpu)
+}
+
+// waitEmpty has c wait for a message that never comes, for d, spinning
+// throughout (the spin window is longer than d), and returns its stats.
+func waitEmpty(t *testing.T, c *Consumer, d time.Duration) Stats {
+	t.Helper()
+	before := c.Stats()
+	c.SetDeadline(time.Now().Add(d))
+	if _, err := c.Peek(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Peek on an empty ring: %v, want ErrTimeout", err)
+	}
+	s := c.Stats()
+	s.Handoffs -= before.Handoffs
+	s.Parks -= before.Parks
+	return s
+}
+
+// A waiter hands its CPU over (sched_yield) when the peer's word names that
+// CPU and does not move, and only then; it tells the peer its own CPU while
+// it waits and takes it back when it stops.
+func TestHandoffToPeerOnOurCPU(t *testing.T) {
+	_, c, _ := pair(t, 4096, 0, &Options{Spin: time.Second, AdaptiveSpin: -1})
+	var peer uint32
+	c.w.peer = &peer
+	onOneCPU(t, func(cpu uint32) {
+		// The peer waits on our CPU and does not run: hand over, again
+		// and again while the wait lasts.
+		atomic.StoreUint32(&peer, cpu|7*cpuBeat)
+		s := waitEmpty(t, c, 20*time.Millisecond)
+		if s.Handoffs == 0 || s.Parks != 0 {
+			t.Fatalf("peer stuck on our CPU: %d handoffs, %d parks in 20ms of spinning; want some and 0", s.Handoffs, s.Parks)
+		}
+		// Our own word: cleared of its CPU after the wait, beat advanced.
+		if w := atomic.LoadUint32(c.g.dataCPU); w&cpuMask != 0 || w < cpuBeat {
+			t.Fatalf("our CPU word after the wait is %#x: want no CPU and a beat", w)
+		}
+		// The peer on another CPU, or unknown: spin on, never hand over.
+		for _, other := range []uint32{cpu%cpuMask + 1, 0} {
+			atomic.StoreUint32(&peer, other|7*cpuBeat)
+			if s := waitEmpty(t, c, 5*time.Millisecond); s.Handoffs != 0 {
+				t.Fatalf("peer word %#x, we are on CPU %d: %d handoffs, want 0", other, cpu-1, s.Handoffs)
+			}
+		}
+	})
+}
+
+// A yield that lasts (a third thread ran meanwhile) stops the handing over
+// for yieldBackoff.
+func TestHandoffBacksOffAfterLongYield(t *testing.T) {
+	_, c, _ := pair(t, 4096, 0, &Options{Spin: time.Second, AdaptiveSpin: -1})
+	var peer uint32
+	c.w.peer = &peer
+	onOneCPU(t, func(cpu uint32) {
+		atomic.StoreUint32(&peer, cpu|7*cpuBeat)
+		c.w.noYield = nanotime() + int64(time.Hour) // as after a long yield
+		if s := waitEmpty(t, c, 5*time.Millisecond); s.Handoffs != 0 {
+			t.Fatalf("backing off: %d handoffs, want 0", s.Handoffs)
+		}
+		c.w.noYield = 0
+		if s := waitEmpty(t, c, 5*time.Millisecond); s.Handoffs == 0 {
+			t.Fatal("back-off over: no handoff")
+		}
+	})
+}
