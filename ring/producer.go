@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringwire/ringwire/internal/streamcopy"
 )
 
 // Producer is the writing side of a ring. It is not safe for concurrent use:
@@ -315,7 +317,7 @@ func (p *Producer) stageParts(typ uint16, head, body []byte, l limit) (int, erro
 		if err != nil {
 			return 0, err
 		}
-		copy(buf[copy(buf, head):], body)
+		streamcopy.Copy(buf[copy(buf, head):], body)
 		return n, p.Commit(typ, n)
 	}
 	// The first fragment carries the total.
@@ -370,7 +372,7 @@ func copyParts(dst, head, body []byte, off int) int {
 		n = copy(dst, head[off:])
 		off = len(head)
 	}
-	return n + copy(dst[n:], body[off-len(head):])
+	return n + streamcopy.Copy(dst[n:], body[off-len(head):])
 }
 
 // SetDeadline bounds how long Reserve and Write wait for space. The zero time

@@ -10,6 +10,8 @@ import (
 
 	"github.com/ringwire/ringwire/internal/duplex"
 	"github.com/ringwire/ringwire/ring"
+
+	"github.com/ringwire/ringwire/internal/streamcopy"
 )
 
 // shmConn is a Conn over two shared-memory rings (internal/duplex).
@@ -121,7 +123,7 @@ func (c *shmConn) send(tokenBy, roomBy time.Time, cancel <-chan struct{}, typ ui
 	if n <= tx.MaxRecord() {
 		buf, err := tx.ReserveUntil(n, roomBy, cancel)
 		if err == nil {
-			copy(buf[copy(buf, head):], body)
+			streamcopy.Copy(buf[copy(buf, head):], body)
 			if err = tx.Commit(typ, n); err == nil {
 				tx.Flush()
 			}
