@@ -12,6 +12,7 @@
 //	     0 +--------------------------------------------------------------+
 //	       | magic "RWRG" u32 | version u32 | capacity u32 | maxRecord u32 |
 //	       | header size u32 (640) | zero ...                              |
+//	    64 | consumer CPU u32: 1+CPU | beat<<12 (advisory, consumer writes)  |
 //	   128 +--------------------------------------------------------------+
 //	       | tail u64: bytes published by the producer (producer writes)   |
 //	   256 +--------------------------------------------------------------+
