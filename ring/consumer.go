@@ -338,8 +338,8 @@ func (c *Consumer) unpeek() {
 
 // Pair tells c that its records answer those of p, a producer on the ring
 // going the other way between the same two sides: while c waits, the thread
-// it waits for is the peer's consumer of p's ring, and c's waits give up
-// their spin when that thread was last seen on the waiter's own CPU (see
+// it waits for is the peer's consumer of p's ring, and c's waits yield
+// their CPU when that thread has been stuck behind them on it (see
 // docs/ring.md, "Spin only where the peer can run"). Call it before c and p
 // are in use.
 func (c *Consumer) Pair(p *Producer) { c.w.peer = p.g.dataCPU }

@@ -78,8 +78,8 @@ type Stats struct {
 	Parks      uint64 // FUTEX_WAIT calls
 	WakesSent  uint64 // FUTEX_WAKE calls issued to the peer
 	SpinBudget int64  // current spin window in nanoseconds (adaptive)
-	// Handoffs counts waits that gave up their spin because the peer was
-	// last seen on this very CPU: it cannot run while we spin there.
+	// Handoffs counts the times a waiter gave its CPU over (sched_yield)
+	// to a peer stuck behind it on that CPU (docs/ring.md).
 	Handoffs uint64
 }
 
@@ -203,9 +203,10 @@ func (w *waiter) init(bell *uint32, o Options) {
 	w.budgetNs.Store(w.spin)
 }
 
-// A waiter that finds the peer waiting for its CPU yields it (see here). A
-// yield that takes longer than longYield gave the CPU to a third thread, not
-// to the peer: waiters then do not yield for yieldBackoff.
+// A waiter that has found the peer waiting for its CPU for handoffAfter
+// yields it (see here). A yield that takes longer than longYield gave the CPU
+// to a third thread, not to the peer: waiters then do not yield for
+// yieldBackoff.
 const (
 	handoffAfter = 5 * time.Microsecond
 	longYield    = 500 * time.Microsecond

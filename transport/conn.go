@@ -195,8 +195,8 @@ type Stats struct {
 	WireBytesRecv              uint64
 	Writes                     uint64 // write/writev system calls (framed)
 	Wakes, Parks               uint64 // futex wakes issued and sleeps taken (shm)
-	// Handoffs counts waits that skipped their spin because the peer was
-	// last seen on the waiter's CPU (shm; see docs/ring.md).
+	// Handoffs counts the times a waiting side gave its CPU over to a peer
+	// stuck behind it on that CPU (shm; see docs/ring.md).
 	Handoffs uint64
 }
 

@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/duplex"
-	"github.com/ringwire/ringwire/ring"
-
 	"github.com/ringwire/ringwire/internal/streamcopy"
+	"github.com/ringwire/ringwire/ring"
 )
 
 // shmConn is a Conn over two shared-memory rings (internal/duplex).
