@@ -230,3 +230,42 @@ func TestResumeClosed(t *testing.T) {
 		t.Fatal("Close did not end Resume")
 	}
 }
+
+// An idle waiter's futex sleeps double, from ParkTimeout up to ten times it,
+// and a wait that ends while spinning starts them over.
+func TestParkGrowsWhileIdle(t *testing.T) {
+	p, c, _ := pair(t, 4096, 0, &Options{Spin: -1, AdaptiveSpin: -1, ParkTimeout: 10 * time.Millisecond})
+	c.SetDeadline(time.Now().Add(600 * time.Millisecond))
+	if _, err := c.Peek(); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Peek on an empty ring: %v", err)
+	}
+	// 10+20+40+80 ms, then 100 ms each: about 9 sleeps in 600 ms (60
+	// without the growth); the deadline cuts the last one short.
+	if n := c.Stats().Parks; n < 5 || n > 15 {
+		t.Fatalf("%d sleeps in 600ms of idling with ParkTimeout 10ms, want about 9", n)
+	}
+	if c.w.sleep != 100*time.Millisecond {
+		t.Fatalf("next sleep %v after idling, want the cap 100ms", c.w.sleep)
+	}
+	// Traffic again: a message found while spinning resets the sleeps.
+	c.w.spin = int64(time.Second)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := p.Write(1, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(time.Millisecond)
+		_ = p.Write(1, []byte("y"))
+	}()
+	for range 2 {
+		if _, err := c.Peek(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.w.sleep != 10*time.Millisecond {
+		t.Fatalf("next sleep %v after a wait that ended spinning, want ParkTimeout 10ms", c.w.sleep)
+	}
+}
