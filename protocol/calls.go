@@ -29,6 +29,45 @@ type callTable struct {
 	calls    map[uint64]*call
 	err      error
 	npending atomic.Int32
+
+	// One call record and one header buffer kept by the Peer in front of
+	// the shared pools: garbage collection empties a sync.Pool, and a
+	// program that collects often (large replies) would refill it on
+	// nearly every call. Sequential callers always find them here.
+	spareCall atomic.Pointer[call]
+	spareHead atomic.Pointer[[]byte]
+}
+
+// getCall returns a call record, the Peer's spare if it is free.
+func (t *callTable) getCall() *call {
+	if c := t.spareCall.Swap(nil); c != nil {
+		return c
+	}
+	return callPool.Get().(*call)
+}
+
+// putCall gives c back, without the caller's buffers and closures.
+func (t *callTable) putCall(c *call) {
+	c.dst, c.reply, c.cb, c.fn, c.pooled = nil, nil, nil, nil, nil
+	if !t.spareCall.CompareAndSwap(nil, c) {
+		callPool.Put(c)
+	}
+}
+
+// getHead returns an empty buffer for a call's header.
+func (t *callTable) getHead() *[]byte {
+	if b := t.spareHead.Swap(nil); b != nil {
+		return b
+	}
+	return getBuf()
+}
+
+// putHead gives a header buffer back.
+func (t *callTable) putHead(b *[]byte) {
+	*b = (*b)[:0]
+	if cap(*b) > 4<<10 || !t.spareHead.CompareAndSwap(nil, b) {
+		putBuf(b)
+	}
 }
 
 // call is one outstanding outgoing call (or ping).
@@ -116,7 +155,7 @@ func (p *Peer) register(ctx context.Context, flags uint8, ping bool, dst []byte,
 	if isDone(ctx.Done()) {
 		return nil, 0, ctx.Err()
 	}
-	c := callPool.Get().(*call)
+	c := p.getCall()
 	select {
 	case <-c.ch: // a late signal from the call's previous use
 	default:
@@ -128,7 +167,7 @@ func (p *Peer) register(ctx context.Context, flags uint8, ping bool, dst []byte,
 	if p.err != nil {
 		err := p.err
 		p.mu.Unlock()
-		putCall(c)
+		p.putCall(c)
 		return nil, 0, err
 	}
 	p.calls[id] = c
@@ -149,15 +188,9 @@ func (p *Peer) forget(id uint64, c *call) bool {
 	if ok {
 		p.npending.Add(-1)
 		c.ended()
-		putCall(c)
+		p.putCall(c)
 	}
 	return ok
-}
-
-// putCall returns c to the pool without the caller's buffers and closures.
-func putCall(c *call) {
-	c.dst, c.reply, c.cb, c.fn, c.pooled = nil, nil, nil, nil, nil
-	callPool.Put(c)
 }
 
 func (p *Peer) call(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte) ([]byte, error) {
@@ -189,10 +222,10 @@ func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method strin
 	if err != nil {
 		return nil, err
 	}
-	hb := getBuf()
+	hb := p.getHead()
 	*hb = appendCall((*hb)[:0], id, timeout, aux, flags, trace, method, nil)
 	err = p.sendCtx(ctx, kindCall, *hb, req)
-	putBuf(hb)
+	p.putHead(hb)
 	if err != nil {
 		p.forget(id, c)
 		return nil, p.sendErr(err)
@@ -229,8 +262,7 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 	if reply != nil {
 		*reply = c.reply
 	}
-	c.dst, c.reply, c.cb, c.fn = nil, nil, nil, nil
-	callPool.Put(c)
+	p.putCall(c)
 	return err
 }
 
