@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	flatbuffers "github.com/google/flatbuffers/go"
+
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -183,5 +185,54 @@ func BenchmarkConnEcho(b *testing.B) {
 				c.Release()
 			}
 		})
+	}
+}
+
+// BenchmarkTyped: typed methods (Method) against the []byte calls they
+// wrap, sequential, across processes:
+//
+//	go test -run '^$' -bench 'Typed' -count 6 ./protocol
+func BenchmarkTyped(b *testing.B) {
+	p, _ := peerWithChild(b, "shm")
+	ctx := context.Background()
+	for _, sz := range benchSizes[:2] {
+		req := bytes.Repeat([]byte{'x'}, sz.n)
+		fbb := flatbuffers.NewBuilder(sz.n + 64)
+		fbReq := fbError(fbb, 1, string(req))
+		js := note{Text: string(req), N: 1}
+		dst := make([]byte, 0, sz.n+64)
+		forms := []struct {
+			name       string
+			call, into func() error
+		}{
+			{"bytes",
+				func() error { _, err := p.Call(ctx, "echo", req); return err },
+				func() (err error) { dst, err = p.CallInto(ctx, "echo0", req, dst[:0]); return }},
+			{"raw",
+				func() error { _, err := tRaw.Call(ctx, p, req); return err },
+				func() (err error) { _, dst, err = tRaw.CallInto(ctx, p, req, dst[:0]); return }},
+			{"flatbuffers",
+				func() error { _, err := tFB.Call(ctx, p, fbReq); return err },
+				func() (err error) { _, dst, err = tFB.CallInto(ctx, p, fbReq, dst[:0]); return }},
+			{"json",
+				func() error { _, err := tJSON.Call(ctx, p, js); return err },
+				func() (err error) { _, dst, err = tJSON.CallInto(ctx, p, js, dst[:0]); return }},
+		}
+		for _, f := range forms {
+			for _, call := range []struct {
+				form string
+				fn   func() error
+			}{{"call", f.call}, {"into", f.into}} {
+				b.Run("codec="+f.name+"/form="+call.form+"/size="+sz.name, func(b *testing.B) {
+					b.SetBytes(int64(sz.n))
+					b.ReportAllocs()
+					for b.Loop() {
+						if err := call.fn(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
 	}
 }

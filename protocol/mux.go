@@ -85,6 +85,7 @@ func (r *Reply) Reset() { r.b = r.b[:r.base] }
 // runs on the reading goroutine.
 type method struct {
 	name string
+	sig  string // the typed method's signature ("" if untyped)
 	h    Handler
 	rh   ReplyHandler
 	view bool // h gets the request in the connection's memory
@@ -218,10 +219,22 @@ func (m *Mux) Types() []string {
 	return names
 }
 
-// Contract is the hash of what m serves (Contract of its methods and types)
-// plus optional schema bytes.
+// Infos lists the registered methods with their signatures, sorted by name.
+func (m *Mux) Infos() []MethodInfo {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	infos := make([]MethodInfo, 0, len(m.methods))
+	for n, e := range m.methods {
+		infos = append(infos, MethodInfo{Name: n, Signature: e.sig})
+	}
+	slices.SortFunc(infos, func(a, b MethodInfo) int { return strings.Compare(a.Name, b.Name) })
+	return infos
+}
+
+// Contract is the hash of what m serves (Contract of its methods, with the
+// signatures of typed ones, and types) plus optional schema bytes.
 func (m *Mux) Contract(schema ...[]byte) []byte {
-	return Contract(m.Methods(), m.Types(), schema...)
+	return contractOf(m.Infos(), m.Types(), schema...)
 }
 
 // Contract hashes a service's method names, object type names and optional
@@ -229,13 +242,27 @@ func (m *Mux) Contract(schema ...[]byte) []byte {
 // refuses a peer whose contract differs (negotiate.ErrContractMismatch), so a
 // host never talks to a plugin built against another interface.
 func Contract(methods, types []string, schema ...[]byte) []byte {
+	infos := make([]MethodInfo, len(methods))
+	for i, n := range methods {
+		infos[i].Name = n
+	}
+	return contractOf(infos, types, schema...)
+}
+
+// contractOf is Contract of methods that may carry signatures: an untyped
+// method hashes as Contract hashes its name.
+func contractOf(methods []MethodInfo, types []string, schema ...[]byte) []byte {
 	methods, types = slices.Clone(methods), slices.Clone(types)
-	slices.Sort(methods)
+	slices.SortFunc(methods, func(a, b MethodInfo) int { return strings.Compare(a.Name, b.Name) })
 	slices.Sort(types)
 	h := sha256.New()
 	io.WriteString(h, "ringwire contract v1\n")
-	for _, n := range methods {
-		fmt.Fprintf(h, "method %d %s\n", len(n), n)
+	for _, mi := range methods {
+		if mi.Signature == "" {
+			fmt.Fprintf(h, "method %d %s\n", len(mi.Name), mi.Name)
+		} else {
+			fmt.Fprintf(h, "method %d %s sig %d %s\n", len(mi.Name), mi.Name, len(mi.Signature), mi.Signature)
+		}
 	}
 	for _, n := range types {
 		fmt.Fprintf(h, "type %d %s\n", len(n), n)

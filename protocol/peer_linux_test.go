@@ -23,6 +23,7 @@ var modes = []struct {
 
 func echoMux() *Mux {
 	m := NewMux()
+	addTyped(m)
 	m.Handle("echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
 	m.HandleReply("echo0", func(ctx context.Context, req []byte, w *Reply) error {
 		w.Write(req)
