@@ -46,10 +46,22 @@ type Config struct {
 	// call back (protocol.PeerFromContext inside a handler). nil: nothing.
 	Mux *protocol.Mux
 
-	// Contract is the contract the plugin must present (required):
-	// protocol.Contract of the plugin's method and type names and schema, or
-	// (*protocol.Mux).Contract of a shared definition. A plugin with another
-	// contract is refused with negotiate.ErrContractMismatch.
+	// Service is the service the host calls (the api package's
+	// protocol.Service). The host then works with any plugin of that
+	// service, at a version Versions accepts, that serves every method of
+	// Service with the same signature, whatever else it serves; anything
+	// else fails with ErrContractMismatch naming what differs. Service or
+	// Contract is required.
+	Service *protocol.Service
+	// Versions are the plugin versions of Service the host accepts:
+	// comparisons such as ">=1.2.0 <2" (all must hold). Empty: the major
+	// version of Service.
+	Versions string
+
+	// Contract, instead of Service, is a contract hash the plugin must
+	// present exactly: protocol.Contract of the plugin's method and type
+	// names and schema, or (*protocol.Mux).Contract of a shared definition.
+	// A plugin with another contract is refused with ErrContractMismatch.
 	Contract []byte
 
 	// Transport holds the base transport options (Mode, RingSize, Ring,
@@ -129,8 +141,10 @@ func (c *Config) withDefaults() *Config {
 // check validates a Config with its defaults.
 func (c *Config) check() error {
 	switch {
-	case len(c.Contract) == 0:
-		return fmt.Errorf("%w: plugin %q: Config.Contract is required", ErrConfig, c.Name)
+	case len(c.Contract) == 0 && c.Service == nil:
+		return fmt.Errorf("%w: plugin %q: Config.Service (or Config.Contract) is required", ErrConfig, c.Name)
+	case len(c.Contract) > 0 && c.Service != nil:
+		return fmt.Errorf("%w: plugin %q: set Config.Service or Config.Contract, not both", ErrConfig, c.Name)
 	case c.Address == "" && c.Path == "":
 		return fmt.Errorf("%w: plugin %q: neither Path (launch) nor Address (remote) is set", ErrConfig, c.Name)
 	case c.StartTimeout < 0, c.HealthTimeout < 0, c.Backoff < 0, c.StopTimeout < 0:
@@ -143,6 +157,7 @@ func (c *Config) check() error {
 func (c *Config) transportConfig(token []byte) *transport.Config {
 	t := c.Transport
 	t.Contract = c.Contract
+	c.declare(&t)
 	if token != nil {
 		t.Token = token
 	}

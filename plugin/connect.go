@@ -32,6 +32,10 @@ func connect(ctx context.Context, c *Config) (*Client, error) {
 	defer cancel()
 	conn, err := transport.Dial(hctx, c.Network, c.Address, c.transportConfig(nil))
 	if err != nil {
+		return nil, fmt.Errorf("plugin %q: connect: %w", c.Name, hint(err, c.Service != nil))
+	}
+	if err := c.admit(conn.Info()); err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("plugin %q: connect: %w", c.Name, err)
 	}
 	peer := protocol.NewPeer(conn, protocol.Options{Mux: c.Mux, Logger: c.Logger})

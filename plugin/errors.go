@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+
+	"github.com/ringwire/ringwire/negotiate"
 )
 
 // Sentinel errors, matched with errors.Is. Errors from the layers below keep
@@ -40,4 +42,9 @@ var (
 	ErrClosed = errors.New("plugin: closed")
 	// ErrDuplicate: a Registry already holds a session of that name.
 	ErrDuplicate = errors.New("plugin: duplicate name")
+	// ErrContractMismatch: host and plugin do not agree on what the plugin
+	// serves (another service, a version the host does not accept, a
+	// method missing or with another signature, or unequal contract
+	// hashes). It is permanent: a Session does not retry it.
+	ErrContractMismatch = negotiate.ErrContractMismatch
 )

@@ -76,6 +76,13 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 	}()
 	live := newLiveness(hostEnd)
 	conn, err := transport.Server(hctx, hostEnd, c.transportConfig([]byte(token)))
+	if err == nil {
+		if err = c.admit(conn.Info()); err != nil {
+			conn.Close()
+		}
+	} else {
+		err = hint(err, c.Service != nil)
+	}
 	if err != nil {
 		live.end()
 		exited := proc.waitExit(exitSettle)
@@ -104,6 +111,18 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 // token, version, credentials) rather than on the plugin's absence.
 func refused(err error) bool {
 	for _, e := range []error{negotiate.ErrContractMismatch, negotiate.ErrUnauthorized, negotiate.ErrVersion, negotiate.ErrRefused} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// permanent reports whether a failed start would fail again the same way:
+// the plugin does not serve what the host needs, speaks no common version,
+// or is not authorised.
+func permanent(err error) bool {
+	for _, e := range []error{negotiate.ErrContractMismatch, negotiate.ErrUnauthorized, negotiate.ErrVersion} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -16,7 +16,10 @@ import (
 type ListenConfig struct {
 	// Mux is what the host serves every plugin that connects (nil: nothing).
 	Mux *protocol.Mux
-	// Contract is the contract plugins must present (required).
+	// Service and Versions, or Contract, are what plugins must serve (see
+	// Config.Service).
+	Service  *protocol.Service
+	Versions string
 	Contract []byte
 	// Token authenticates plugins: one that does not present it is refused
 	// (negotiate.ErrUnauthorized). Required on Unix sockets, where it joins
@@ -52,8 +55,8 @@ func Listen(network, addr string, cfg *ListenConfig) (*Listener, error) {
 		return nil, fmt.Errorf("%w: nil ListenConfig", ErrConfig)
 	}
 	c := *cfg
-	if len(c.Contract) == 0 {
-		return nil, fmt.Errorf("%w: ListenConfig.Contract is required", ErrConfig)
+	if (len(c.Contract) == 0) == (c.Service == nil) {
+		return nil, fmt.Errorf("%w: ListenConfig needs Service or Contract (one of them)", ErrConfig)
 	}
 	if network == "unix" && len(c.Token) == 0 {
 		return nil, fmt.Errorf("%w: a Unix listener needs ListenConfig.Token", ErrConfig)
@@ -66,6 +69,7 @@ func Listen(network, addr string, cfg *ListenConfig) (*Listener, error) {
 	}
 	tc := c.Transport
 	tc.Contract, tc.Token = c.Contract, c.Token
+	c.host().declare(&tc)
 	if tc.Name == "" {
 		tc.Name = "host"
 	}
@@ -111,8 +115,14 @@ func (l *Listener) Accept(ctx context.Context) (*Client, error) {
 		if name == "" {
 			name = "external"
 		}
-		cfg := &Config{Name: name, Contract: l.cfg.Contract, Mux: l.cfg.Mux, StopTimeout: l.cfg.StopTimeout, Logger: l.cfg.Logger}
+		cfg := l.cfg.host()
+		cfg.Name = name
 		cfg = cfg.withDefaults()
+		if err := cfg.admit(conn.Info()); err != nil {
+			cfg.Logger.Warn("ringwire: external plugin refused", "err", err)
+			conn.Close()
+			return l.Accept(ctx)
+		}
 		peer := protocol.NewPeer(conn, protocol.Options{Mux: l.cfg.Mux, Logger: cfg.Logger})
 		cl := newClient(cfg, peer, nil, nil)
 		cfg.Logger.Info("ringwire: external plugin connected", "version", cl.info.Version,
@@ -144,4 +154,9 @@ func (l *Listener) Close() error {
 		err = l.tl.Close()
 	})
 	return err
+}
+
+// host is the Config of the Clients the listener accepts.
+func (c *ListenConfig) host() *Config {
+	return &Config{Service: c.Service, Versions: c.Versions, Contract: c.Contract, Mux: c.Mux, StopTimeout: c.StopTimeout, Logger: c.Logger}
 }

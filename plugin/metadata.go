@@ -4,6 +4,7 @@ import (
 	"maps"
 	"strings"
 
+	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -21,6 +22,11 @@ type Info struct {
 	// Constants are the plugin's exported constants (without the runtime's
 	// reserved keys).
 	Constants map[string]string
+	// Service and ServiceVersion name the service the plugin declares
+	// (Plugin.Service), and Methods lists every method it serves with its
+	// signature; all empty for a plugin that declares no service.
+	Service, ServiceVersion string
+	Methods                 []protocol.MethodInfo
 	// Transport is what the handshake negotiated (shared memory, Unix or
 	// TCP, TLS, compression) and the raw declaration of the peer.
 	Transport transport.Info
@@ -37,6 +43,9 @@ func infoFrom(t transport.Info) Info {
 		default:
 			in.Constants[k] = v
 		}
+	}
+	if d, ok, err := readDeclaration(t.Peer.Constants, servesKey); ok && err == nil {
+		in.Service, in.ServiceVersion, in.Methods = d.name, d.version, d.methods
 	}
 	return in
 }

@@ -20,6 +20,12 @@ type Plugin struct {
 	Constants map[string]string
 	// Mux is what the plugin serves (nil: nothing).
 	Mux *protocol.Mux
+	// Service, if set, is the service the plugin implements: Serve checks
+	// that Mux serves every one of its methods, and declares the service
+	// and all the methods of Mux in the handshake, so that hosts built
+	// against this version of the service or an older one with the same
+	// major version accept it (see Config.Service). Schema is then unused.
+	Service *protocol.Service
 	// Schema, if not empty, is mixed into the contract hash: the host's
 	// Config.Contract must be Mux.Contract(Schema) (or protocol.Contract of
 	// the same method and type names and the same Schema); without it,
@@ -36,6 +42,8 @@ type Plugin struct {
 	// Logger from the fields above and the environment, and TLS from
 	// RINGWIRE_TLS_BUNDLE when that is set.
 	Transport transport.Config
+
+	empty *protocol.Mux // served when Mux is nil
 }
 
 func (p *Plugin) logger() *slog.Logger {
@@ -49,7 +57,10 @@ func (p *Plugin) mux() *protocol.Mux {
 	if p.Mux != nil {
 		return p.Mux
 	}
-	return protocol.NewMux()
+	if p.empty == nil {
+		p.empty = protocol.NewMux()
+	}
+	return p.empty
 }
 
 // Contract is the contract hash the plugin presents in its handshake; a
@@ -74,6 +85,11 @@ func (p *Plugin) check() error {
 	if len(p.Description) > negotiate.MaxConstantValue {
 		return fmt.Errorf("%w: description of %d bytes (at most %d)", ErrConfig, len(p.Description), negotiate.MaxConstantValue)
 	}
+	if p.Service != nil {
+		if err := p.Service.Check(p.mux()); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
 	return nil
 }
 
@@ -82,5 +98,13 @@ func (p *Plugin) transportConfig(token []byte) *transport.Config {
 	c := p.Transport
 	c.Name, c.Version, c.Constants = p.Name, p.Version, p.constants()
 	c.Contract, c.Token, c.Logger = p.Contract(), token, p.logger()
+	if p.Service != nil {
+		if c.Constants == nil {
+			c.Constants = map[string]string{}
+		}
+		c.Constants[serviceKey] = p.Service.Name() + " " + p.Service.Version()
+		putTable(c.Constants, servesKey, p.mux().Infos())
+		c.Contract = serviceContract
+	}
 	return &c
 }

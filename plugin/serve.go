@@ -135,7 +135,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		}
 		conn, err := transport.Client(ctx, nc, cfg)
 		if err != nil {
-			return fmt.Errorf("plugin: handshake with the host: %w", err)
+			return fmt.Errorf("plugin: handshake with the host: %w", hint(err, p.Service != nil))
 		}
 		return servePeer(ctx, p, conn)
 	case modeConnect:
@@ -146,7 +146,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		}
 		conn, err := transport.Dial(ctx, e.network, e.addr, cfg)
 		if err != nil {
-			return fmt.Errorf("plugin: connecting to the host at %s:%s: %w", e.network, e.addr, err)
+			return fmt.Errorf("plugin: connecting to the host at %s:%s: %w", e.network, e.addr, hint(err, p.Service != nil))
 		}
 		log.Info("ringwire: plugin connected to its host", "network", e.network, "addr", e.addr)
 		return servePeer(ctx, p, conn)
@@ -181,8 +181,14 @@ func clientTLS(bundle []byte) (*tls.Config, error) {
 	return tc, nil
 }
 
-// servePeer serves one host connection until it ends or ctx does.
+// servePeer serves one host connection until it ends or ctx does. A host
+// whose declared needs the plugin does not meet is refused (the host,
+// which reaches the same verdict, closes its end too).
 func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
+	if err := p.admit(conn.Info()); err != nil {
+		conn.Close()
+		return fmt.Errorf("plugin: %w", err)
+	}
 	peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: p.logger()})
 	select {
 	case <-peer.Done():
@@ -222,6 +228,11 @@ func serveListener(ctx context.Context, p *Plugin, network, addr string, cfg *tr
 			if err != nil {
 				accepted <- err
 				return
+			}
+			if err := p.admit(conn.Info()); err != nil {
+				log.Warn("ringwire: host refused", "err", err)
+				conn.Close()
+				continue
 			}
 			peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: log})
 			mu.Lock()

@@ -292,6 +292,14 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 		}
 		c, err := s.open(runCtx)
 		s.mu.Lock()
+		if err != nil && permanent(err) {
+			// Another attempt would meet the same refusal.
+			s.lastErr = fmt.Errorf("%w: plugin %q: not restarted again, the refusal is permanent: %w", ErrUnavailable, s.cfg.Name, err)
+			s.setState(StateFailed)
+			s.mu.Unlock()
+			s.log.Error("ringwire: plugin restart refused", "attempt", n, "err", err)
+			return nil
+		}
 		if err != nil {
 			s.lastErr = err
 			s.mu.Unlock()

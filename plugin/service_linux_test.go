@@ -1,0 +1,208 @@
+//go:build linux
+
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringwire/ringwire/plugin"
+	"github.com/ringwire/ringwire/protocol"
+)
+
+// A "text" service in three versions: 1.1 (upper, greet), 1.2 (adds
+// shout) and 2.0; svcUpperJSON is upper with another signature.
+type greeting struct {
+	Name string `json:"name"`
+}
+
+var (
+	svcUpper     = protocol.NewMethod("upper", protocol.Raw(), protocol.Raw())
+	svcGreet     = protocol.NewMethod("greet", protocol.JSON[greeting](), protocol.JSON[greeting]())
+	svcShout     = protocol.NewMethod("shout", protocol.Raw(), protocol.Raw())
+	svcUpperJSON = protocol.NewMethod("upper", protocol.JSON[greeting](), protocol.Raw())
+
+	textV11 = protocol.NewService("text", "1.1.0", svcUpper, svcGreet)
+	textV12 = protocol.NewService("text", "1.2.0", svcUpper, svcGreet, svcShout)
+)
+
+func init() {
+	roles["text1.1"] = func() int { return serve(textPlugin("1.1.0", false)) }
+	roles["text1.2"] = func() int { return serve(textPlugin("1.2.0", true)) }
+	roles["text2.0"] = func() int { return serve(textPlugin("2.0.0", true)) }
+	roles["textother"] = func() int {
+		p := textPlugin("1.2.0", true)
+		p.Service = protocol.NewService("math", "1.2.0", svcUpper, svcGreet, svcShout)
+		return serve(p)
+	}
+	roles["textsig"] = func() int {
+		m := protocol.NewMux()
+		svcUpperJSON.Handle(m, func(_ context.Context, g greeting) ([]byte, error) { return []byte(strings.ToUpper(g.Name)), nil })
+		svcGreet.Handle(m, greet)
+		return serve(&plugin.Plugin{Name: "text", Version: "1.1.0", Mux: m, Service: protocol.NewService("text", "1.1.0", svcUpperJSON, svcGreet)})
+	}
+	// textflip serves 1.2 and crashes the first time (creating the file
+	// flipEnv names), then serves 1.1 only.
+	roles["textflip"] = func() int {
+		f := os.Getenv(flipEnv)
+		if _, err := os.Stat(f); err == nil {
+			return serve(textPlugin("1.1.0", false))
+		}
+		os.WriteFile(f, nil, 0o600)
+		time.AfterFunc(150*time.Millisecond, func() { os.Exit(3) })
+		return serve(textPlugin("1.2.0", true))
+	}
+}
+
+const flipEnv = "RINGWIRE_PLUGIN_TEST_FLIP"
+
+func greet(_ context.Context, g greeting) (greeting, error) {
+	return greeting{Name: "hello, " + g.Name}, nil
+}
+
+func textPlugin(version string, shout bool) *plugin.Plugin {
+	m := protocol.NewMux()
+	svcUpper.Handle(m, func(_ context.Context, b []byte) ([]byte, error) { return []byte(strings.ToUpper(string(b))), nil })
+	svcGreet.Handle(m, greet)
+	svc := protocol.NewService("text", version, svcUpper, svcGreet)
+	if shout {
+		svcShout.Handle(m, func(_ context.Context, b []byte) ([]byte, error) { return []byte(strings.ToUpper(string(b)) + "!"), nil })
+		svc = protocol.NewService("text", version, svcUpper, svcGreet, svcShout)
+	}
+	return &plugin.Plugin{Name: "text", Version: version, Mux: m, Service: svc}
+}
+
+// textConfig launches role for a host that needs svc.
+func textConfig(role string, svc *protocol.Service, env ...string) *plugin.Config {
+	cfg := pluginConfig(role, env...)
+	cfg.Contract, cfg.Service = nil, svc
+	return cfg
+}
+
+// An older host works with a newer plugin that serves more, and sees what
+// the plugin serves in Info.
+func TestServiceSuperset(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := plugin.Launch(ctx, textConfig("text1.2", textV11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in := c.Info()
+	if in.Service != "text" || in.ServiceVersion != "1.2.0" || len(in.Methods) != 3 {
+		t.Errorf("Info: service %q %q, methods %v; want text 1.2.0 and 3 methods", in.Service, in.ServiceVersion, in.Methods)
+	}
+	want := "greet(json:plugin_test.greeting -> json:plugin_test.greeting) shout(raw -> raw) upper(raw -> raw)"
+	var got []string
+	for _, m := range in.Methods {
+		got = append(got, m.String())
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("Info.Methods = %s\nwant %s", strings.Join(got, " "), want)
+	}
+	for k := range in.Constants {
+		if strings.HasPrefix(k, plugin.ReservedPrefix) {
+			t.Errorf("Info.Constants shows the reserved key %q", k)
+		}
+	}
+	g, err := svcGreet.Call(ctx, c, greeting{Name: "ana"})
+	if err != nil || g.Name != "hello, ana" {
+		t.Fatalf("greet = %+v, %v", g, err)
+	}
+	u, err := svcUpper.Call(ctx, c, []byte("abc"))
+	if err != nil || string(u) != "ABC" {
+		t.Fatalf("upper = %q, %v", u, err)
+	}
+
+	// And the same plugin through a Session, which is a Caller too.
+	s := plugin.NewSession(textConfig("text1.2", textV12))
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(ctx)
+	if sh, err := svcShout.Call(ctx, s, []byte("hey")); err != nil || string(sh) != "HEY!" {
+		t.Fatalf("shout through a Session = %q, %v", sh, err)
+	}
+}
+
+func TestServiceMismatch(t *testing.T) {
+	for _, c := range []struct {
+		name, role string
+		svc        *protocol.Service
+		versions   string
+		want       string
+	}{
+		{"missing method", "text1.1", textV12, "",
+			"contract mismatch: the plugin (text 1.1.0) does not serve what the host (text 1.2.0) needs: missing on the plugin: shout(raw -> raw)"},
+		{"version range", "text1.1", textV11, ">=1.2 <2",
+			"contract mismatch: the host (text 1.1.0) accepts plugin versions >=1.2 <2, the plugin serves text 1.1.0"},
+		{"major version", "text2.0", textV11, "",
+			"contract mismatch: the host (text 1.1.0) accepts plugin versions >=1.0.0 <2.0.0, the plugin serves text 2.0.0"},
+		{"other service", "textother", textV11, "",
+			`contract mismatch: the host needs service "text", the plugin serves "math"`},
+		{"signature", "textsig", textV11, "",
+			"contract mismatch: the plugin (text 1.1.0) does not serve what the host (text 1.1.0) needs: other signature: upper (host raw -> raw, plugin json:plugin_test.greeting -> raw)"},
+		{"plain contract", "echo", textV11, "",
+			"(this side declares a service, the other presents a plain contract hash: set Service on both, or Contract on both)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cfg := textConfig(c.role, c.svc)
+			cfg.Versions = c.versions
+			start := time.Now()
+			cl, err := plugin.Launch(ctx, cfg)
+			if err == nil {
+				cl.Close()
+				t.Fatal("Launch succeeded")
+			}
+			if !errors.Is(err, plugin.ErrContractMismatch) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Launch: %v\nwant ErrContractMismatch saying %q", err, c.want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("refusal took %v", d)
+			}
+		})
+	}
+}
+
+// A plugin whose Mux lacks a method of its own Service does not start.
+func TestServiceUnimplemented(t *testing.T) {
+	p := textPlugin("1.2.0", false)
+	p.Service = textV12
+	err := plugin.ServeContext(context.Background(), p)
+	if !errors.Is(err, plugin.ErrConfig) || !strings.Contains(err.Error(), "service text 1.2.0: no handler for shout") {
+		t.Errorf("ServeContext = %v, want ErrConfig naming the missing handler", err)
+	}
+}
+
+// A Session does not retry a permanent refusal: the plugin binary became
+// incompatible while it ran.
+func TestSessionPermanentRefusal(t *testing.T) {
+	flip := filepath.Join(t.TempDir(), "flipped")
+	cfg := textConfig("textflip", textV12, flipEnv+"="+flip)
+	cfg.MaxRestarts = 5
+	cfg.Backoff = 20 * time.Millisecond
+	cfg.HealthInterval = -1
+	s := plugin.NewSession(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(ctx)
+	st := waitState(t, s, plugin.StateFailed, 15*time.Second)
+	if st.Restarts != 1 {
+		t.Errorf("%d restarts, want 1 (the refusal is not retried)", st.Restarts)
+	}
+	if !errors.Is(st.LastErr, plugin.ErrUnavailable) || !errors.Is(st.LastErr, plugin.ErrContractMismatch) ||
+		!strings.Contains(st.LastErr.Error(), "not restarted again, the refusal is permanent") {
+		t.Errorf("LastErr = %v", st.LastErr)
+	}
+}
