@@ -71,7 +71,9 @@ func textPlugin(version string, shout bool) *plugin.Plugin {
 	svcGreet.Handle(m, greet)
 	svc := protocol.NewService("text", version, svcUpper, svcGreet)
 	if shout {
-		svcShout.Handle(m, func(_ context.Context, b []byte) ([]byte, error) { return []byte(strings.ToUpper(string(b)) + "!"), nil })
+		svcShout.Handle(m, func(_ context.Context, b []byte) ([]byte, error) {
+			return []byte(strings.ToUpper(string(b)) + "!"), nil
+		})
 		svc = protocol.NewService("text", version, svcUpper, svcGreet, svcShout)
 	}
 	return &plugin.Plugin{Name: "text", Version: version, Mux: m, Service: svc}
