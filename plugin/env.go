@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -52,7 +53,7 @@ const maxBundle = 64 << 10
 // envNames lists every variable of the launch protocol; Launch removes them
 // from a child's inherited environment, so a host that is itself a plugin
 // does not pass its own connection details on.
-var envNames = []string{EnvCookie, EnvFD, EnvToken, EnvConnect, EnvListen, EnvTLSBundle}
+var envNames = []string{EnvCookie, EnvFD, EnvToken, EnvConnect, EnvListen, EnvTLSBundle, envLogLevel}
 
 // ConnectEnv returns the environment variables that make Serve dial a host
 // Listener at network ("unix" or "tcp") and addr, presenting token; for TCP,
@@ -126,7 +127,7 @@ func tlsBundle() ([]byte, error) {
 // childEnv is a launched plugin's environment: base (nil: this process's)
 // without any launch-protocol variable, plus the cookie, the descriptor
 // number and the token.
-func childEnv(base []string, token string) []string {
+func childEnv(base []string, token string, level slog.Level) []string {
 	if base == nil {
 		base = os.Environ()
 	}
@@ -137,5 +138,5 @@ func childEnv(base []string, token string) []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, EnvCookie+"="+CookieValue, fmt.Sprintf("%s=%d", EnvFD, fdNumber), EnvToken+"="+token)
+	return append(env, EnvCookie+"="+CookieValue, fmt.Sprintf("%s=%d", EnvFD, fdNumber), EnvToken+"="+token, envLogLevel+"="+level.String())
 }

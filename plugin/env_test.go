@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,9 +30,9 @@ func TestParseAddress(t *testing.T) {
 }
 
 func TestChildEnv(t *testing.T) {
-	base := []string{"PATH=/bin", EnvToken + "=stale", EnvConnect + "=unix:/x", "HOME=/root", EnvFD + "=9"}
-	env := childEnv(base, "tok")
-	want := []string{"PATH=/bin", "HOME=/root", EnvCookie + "=" + CookieValue, EnvFD + "=3", EnvToken + "=tok"}
+	base := []string{"PATH=/bin", EnvToken + "=stale", EnvConnect + "=unix:/x", "HOME=/root", EnvFD + "=9", envLogLevel + "=ERROR"}
+	env := childEnv(base, "tok", slog.LevelWarn)
+	want := []string{"PATH=/bin", "HOME=/root", EnvCookie + "=" + CookieValue, EnvFD + "=3", EnvToken + "=tok", envLogLevel + "=WARN"}
 	if !slices.Equal(env, want) {
 		t.Errorf("childEnv = %v, want %v", env, want)
 	}

@@ -51,7 +51,7 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 		return nil, fmt.Errorf("plugin %q: %w", c.Name, err)
 	}
 	cmd := exec.Command(c.Path, c.Args...)
-	cmd.Env = childEnv(c.Env, token)
+	cmd.Env = childEnv(c.Env, token, hostLevel(c.Logger))
 	cmd.Dir = c.Dir
 	cmd.ExtraFiles = []*os.File{childEnd}
 	setProcAttr(cmd)

@@ -17,7 +17,8 @@ const MaxLogLine = 1 << 20
 const outputBuffer = 64 << 10
 
 // logLines logs r's lines (without the end of line) as records of log at
-// level Info, with stream as the "stream" attribute, until r ends. Bytes that
+// level Info, with stream as the "stream" attribute, until r ends; a line
+// that holds a record of the plugin's LogHandler becomes that record. Bytes that
 // are not UTF-8 are logged as they are (the handler escapes them); a last
 // line without a newline is logged too.
 func logLines(r io.Reader, log *slog.Logger, stream string) {
@@ -32,6 +33,7 @@ func logLines(r io.Reader, log *slog.Logger, stream string) {
 		case part > 0 || !final:
 			part++
 			log.Info(string(line), "stream", stream, "part", part)
+		case bytes.HasPrefix(line, []byte(logPrefix)) && logRecord(log, line[len(logPrefix):], stream):
 		case len(line) > 0:
 			log.Info(string(line), "stream", stream)
 		}

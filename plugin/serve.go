@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -126,7 +127,15 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 	log := p.logger()
 	switch e.mode {
 	case modeLaunched:
-		for _, n := range []string{EnvCookie, EnvFD, EnvToken} {
+		if p.Logger == nil {
+			// The host reads our stderr: send it records, not text.
+			q := *p
+			q.Logger = slog.New(LogHandler(os.Stderr, nil))
+			slog.SetDefault(q.Logger)
+			p, log = &q, q.Logger
+			cfg.Logger = log
+		}
+		for _, n := range []string{EnvCookie, EnvFD, EnvToken, envLogLevel} {
 			os.Unsetenv(n)
 		}
 		nc, err := inheritedConn(e.fd)
