@@ -106,8 +106,21 @@ func (c *Client) Ping(ctx context.Context) error { return c.wrap(c.peer.Ping(ctx
 // protocol.ErrPeerGone even where this side closed the connection after
 // noticing it.
 func (c *Client) wrap(err error) error {
-	if err != nil && c.killed.Load() && errors.Is(err, protocol.ErrClosed) && !errors.Is(err, protocol.ErrPeerGone) {
-		return fmt.Errorf("%w: plugin %q ended: %w", protocol.ErrPeerGone, c.cfg.Name, err)
+	if err == nil {
+		return nil
+	}
+	gone := errors.Is(err, protocol.ErrPeerGone) || (c.killed.Load() && errors.Is(err, protocol.ErrClosed))
+	switch {
+	case c.stopping.Load() && (errors.Is(err, protocol.ErrGoAway) || errors.Is(err, protocol.ErrClosed)):
+		// Still matches what the Peer said (protocol.ErrGoAway during the
+		// stop, protocol.ErrClosed after it).
+		return &pluginError{name: c.cfg.Name, what: "closed (Stop or Close was called)", sentinels: []error{ErrClosed, err}}
+	case gone && c.proc != nil && c.proc.waitExit(exitSettle):
+		// Matches ErrExited and protocol.ErrPeerGone, not
+		// protocol.ErrClosed: this side did not close.
+		return &pluginError{name: c.cfg.Name, what: "the call failed", sentinels: []error{protocol.ErrPeerGone}, cause: c.proc.exitErr()}
+	case gone && !errors.Is(err, protocol.ErrPeerGone):
+		return errorf(c.cfg.Name, protocol.ErrPeerGone, nil, "the call failed: the plugin was killed")
 	}
 	return err
 }

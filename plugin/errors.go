@@ -25,7 +25,9 @@ var (
 	// ErrStartTimeout: the plugin did not start and complete its handshake
 	// within Config.StartTimeout.
 	ErrStartTimeout = errors.New("plugin: start timed out")
-	// ErrExited: the plugin process exited before its handshake completed.
+	// ErrExited: the plugin process exited, before its handshake completed
+	// or with calls in flight; the error names its exit status or signal.
+	// A call's such error also matches protocol.ErrPeerGone.
 	ErrExited = errors.New("plugin: process exited")
 	// ErrUnhealthy: the plugin stopped answering health pings.
 	ErrUnhealthy = errors.New("plugin: health check failed")
@@ -38,7 +40,7 @@ var (
 	ErrUnavailable = errors.New("plugin: unavailable")
 	// ErrKilled: a graceful stop ran out of budget and the plugin was killed.
 	ErrKilled = errors.New("plugin: killed after the stop budget")
-	// ErrClosed: use of a Listener or Client after Close.
+	// ErrClosed: use of a Listener, or of a Client after Close or Stop.
 	ErrClosed = errors.New("plugin: closed")
 	// ErrDuplicate: a Registry already holds a session of that name.
 	ErrDuplicate = errors.New("plugin: duplicate name")
@@ -48,3 +50,49 @@ var (
 	// hashes). It is permanent: a Session does not retry it.
 	ErrContractMismatch = negotiate.ErrContractMismatch
 )
+
+// pluginError is an error about one plugin: it reads
+// `plugin "name": what: cause` and matches its sentinels (and what they
+// match), so that the sentinel's own text ("plugin: ...") is not repeated
+// after the name.
+type pluginError struct {
+	name      string
+	what      string
+	sentinels []error
+	cause     error
+}
+
+func (e *pluginError) Error() string {
+	s := fmt.Sprintf("plugin %q: %s", e.name, e.what)
+	if e.cause != nil {
+		s += ": " + e.cause.Error()
+	}
+	return s
+}
+
+func (e *pluginError) Is(target error) bool {
+	for _, s := range e.sentinels {
+		if errors.Is(s, target) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *pluginError) Unwrap() error { return e.cause }
+
+// errorf returns a pluginError about plugin name matching sentinel.
+func errorf(name string, sentinel, cause error, format string, args ...any) error {
+	return &pluginError{name: name, what: fmt.Sprintf(format, args...), sentinels: []error{sentinel}, cause: cause}
+}
+
+// exitedError says how a plugin process ended; it matches ErrExited.
+type exitedError struct {
+	pid    int
+	status string
+}
+
+func (e *exitedError) Error() string {
+	return fmt.Sprintf("process exited (pid %d, %s)", e.pid, e.status)
+}
+func (e *exitedError) Is(target error) bool { return target == ErrExited }

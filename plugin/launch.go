@@ -92,10 +92,13 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 		switch {
 		case refused(err):
 			// The plugin was told why; its exit follows from that.
+			return nil, fmt.Errorf("plugin %q: launch: %w", c.Name, err)
 		case exited:
-			err = fmt.Errorf("%w before its handshake completed: %w", proc.exitErr(), err)
+			return nil, &pluginError{name: c.Name, what: fmt.Sprintf("%v before its handshake; does its main call plugin.Main?%s",
+				proc.exitErr(), proc.lastOutput()), sentinels: []error{ErrExited}}
 		case ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded):
-			err = fmt.Errorf("%w after %v: %w", ErrStartTimeout, c.StartTimeout, err)
+			return nil, errorf(c.Name, ErrStartTimeout, nil, "start timed out: the process (pid %d) ran for %v without starting "+
+				"the ringwire handshake; does its main call plugin.Main?%s", proc.pid, c.StartTimeout, proc.lastOutput())
 		}
 		return nil, fmt.Errorf("plugin %q: launch: %w", c.Name, err)
 	}

@@ -21,7 +21,7 @@ const outputBuffer = 64 << 10
 // that holds a record of the plugin's LogHandler becomes that record. Bytes that
 // are not UTF-8 are logged as they are (the handler escapes them); a last
 // line without a newline is logged too.
-func logLines(r io.Reader, log *slog.Logger, stream string) {
+func logLines(r io.Reader, log *slog.Logger, stream string, note func(string)) {
 	br := bufio.NewReaderSize(r, outputBuffer)
 	var line []byte
 	part := 0 // pieces of the current line already logged
@@ -36,6 +36,9 @@ func logLines(r io.Reader, log *slog.Logger, stream string) {
 		case bytes.HasPrefix(line, []byte(logPrefix)) && logRecord(log, line[len(logPrefix):], stream):
 		case len(line) > 0:
 			log.Info(string(line), "stream", stream)
+			if note != nil {
+				note(string(line))
+			}
 		}
 		line = line[:0]
 		if final {

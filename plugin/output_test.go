@@ -40,7 +40,7 @@ func attr(r slog.Record, key string) string {
 
 func logAll(r io.Reader) []slog.Record {
 	var l lines
-	logLines(r, slog.New(&l), "stdout")
+	logLines(r, slog.New(&l), "stdout", nil)
 	return l.recs
 }
 

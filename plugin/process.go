@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,6 +29,40 @@ type process struct {
 	exited chan struct{} // closed once reaped
 	err    error         // Wait's result; read after exited
 	output sync.WaitGroup
+
+	tailMu sync.Mutex
+	tail   []string // the last lines of output (see lastOutput)
+}
+
+// tailLines is how many of a process's last output lines its errors quote.
+const tailLines = 3
+
+// note keeps line among the last lines of output.
+func (p *process) note(line string) {
+	if len(line) > 200 {
+		line = line[:200] + "..."
+	}
+	p.tailMu.Lock()
+	if len(p.tail) == tailLines {
+		p.tail = append(p.tail[:0], p.tail[1:]...)
+	}
+	p.tail = append(p.tail, line)
+	p.tailMu.Unlock()
+}
+
+// lastOutput quotes the last lines the process printed ("" if none), for
+// errors about a process that did not start.
+func (p *process) lastOutput() string {
+	p.tailMu.Lock()
+	defer p.tailMu.Unlock()
+	if len(p.tail) == 0 {
+		return ""
+	}
+	q := make([]string, len(p.tail))
+	for i, l := range p.tail {
+		q[i] = strconv.Quote(l)
+	}
+	return "; its last output: " + strings.Join(q, ", ")
 }
 
 // startProcess starts cmd with its stdout and stderr logged line by line.
@@ -63,7 +99,7 @@ func startProcess(cmd *exec.Cmd, log *slog.Logger, extra ...*os.File) (*process,
 		p.output.Add(1)
 		go func() {
 			defer p.output.Done()
-			logLines(parent[i], log, stream)
+			logLines(parent[i], log, stream, p.note)
 		}()
 	}
 	go func() {
@@ -122,7 +158,7 @@ func (p *process) kill() error {
 
 // exitErr describes how the process ended (after exited is closed).
 func (p *process) exitErr() error {
-	return fmt.Errorf("%w (pid %d, %s)", ErrExited, p.pid, exitStatus(p.err))
+	return &exitedError{pid: p.pid, status: exitStatus(p.err)}
 }
 
 func exitStatus(err error) string {

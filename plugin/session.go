@@ -215,7 +215,7 @@ func (s *Session) lost(c *Client, stop <-chan struct{}) error {
 	default:
 	}
 	if c.proc != nil && c.proc.waitExit(exitSettle) {
-		return fmt.Errorf("%w: %w", c.proc.exitErr(), c.Peer().Err())
+		return c.proc.exitErr()
 	}
 	return fmt.Errorf("connection lost: %w", c.Peer().Err())
 }
@@ -255,9 +255,9 @@ func (s *Session) retire(c *Client, cause error) bool {
 // giveUp marks the Session Failed. s.mu is held.
 func (s *Session) giveUp() {
 	if s.cfg.MaxRestarts < 0 {
-		s.lastErr = fmt.Errorf("%w: plugin %q ended and restarts are off: %w", ErrUnavailable, s.cfg.Name, s.lastErr)
+		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, s.lastErr, "unavailable: ended, and restarts are off")
 	} else {
-		s.lastErr = fmt.Errorf("%w: plugin %q: gave up after %d restarts in a row: %w", ErrUnavailable, s.cfg.Name, s.consecutive, s.lastErr)
+		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, s.lastErr, "unavailable: gave up after %d restart%s in a row", s.consecutive, plural(s.consecutive))
 	}
 	s.setState(StateFailed)
 }
@@ -294,7 +294,7 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 		s.mu.Lock()
 		if err != nil && permanent(err) {
 			// Another attempt would meet the same refusal.
-			s.lastErr = fmt.Errorf("%w: plugin %q: not restarted again, the refusal is permanent: %w", ErrUnavailable, s.cfg.Name, err)
+			s.lastErr = errorf(s.cfg.Name, ErrUnavailable, err, "unavailable: not restarted again, the refusal is permanent")
 			s.setState(StateFailed)
 			s.mu.Unlock()
 			s.log.Error("ringwire: plugin restart refused", "attempt", n, "err", err)
@@ -396,14 +396,17 @@ func (s *Session) client(ctx context.Context) (*Client, error) {
 			}
 		case StateStarting, StateRestarting:
 		case StateFailed:
-			return nil, fmt.Errorf("%w: plugin %q failed: %w", ErrUnavailable, s.cfg.Name, last)
+			if errors.Is(last, ErrUnavailable) {
+				return nil, last // it says why already
+			}
+			return nil, errorf(s.cfg.Name, ErrUnavailable, last, "unavailable: failed")
 		default:
-			return nil, fmt.Errorf("%w: plugin %q is %v", ErrUnavailable, s.cfg.Name, st)
+			return nil, errorf(s.cfg.Name, ErrUnavailable, nil, "unavailable: %v", st)
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: plugin %q is %v: %w", ErrUnavailable, s.cfg.Name, st, ctx.Err())
+			return nil, errorf(s.cfg.Name, ErrUnavailable, ctx.Err(), "unavailable: %v", st)
 		}
 	}
 }
@@ -470,4 +473,11 @@ func (s *Session) New(ctx context.Context, typ string, args []byte) (*protocol.H
 	}
 	h, err := c.New(ctx, typ, args)
 	return h, s.callErr(c, err)
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

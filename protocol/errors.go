@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -140,6 +141,11 @@ func toError(err error) *Error {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
+		if err != error(e) {
+			// Keep what the wrappers say ("loading x: ..."), with the
+			// inner error's message in place of its text.
+			return &Error{Code: e.Code, Message: strings.Replace(err.Error(), e.Error(), e.Message, 1), Details: e.Details}
+		}
 		return e
 	case errors.Is(err, context.DeadlineExceeded):
 		return &Error{Code: CodeDeadlineExceeded, Message: err.Error()}

@@ -1,0 +1,149 @@
+//go:build linux
+
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ringwire/ringwire/plugin"
+	"github.com/ringwire/ringwire/protocol"
+)
+
+func init() {
+	// wraps serves "wrapped", whose handler wraps a *protocol.Error.
+	roles["wraps"] = func() int {
+		m := protocol.NewMux()
+		m.Handle("wrapped", func(context.Context, []byte) ([]byte, error) {
+			return nil, fmt.Errorf("loading profile %q: %w", "ana", protocol.Errorf(protocol.CodeNotFound, "no such user"))
+		})
+		return serve(&plugin.Plugin{Name: "wraps", Mux: m})
+	}
+}
+
+// checkErr asserts err's text (a regular expression matching all of it)
+// and the sentinels it must and must not match.
+func checkErr(t *testing.T, what string, err error, text string, is []error, isNot ...error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: no error", what)
+		return
+	}
+	if !regexp.MustCompile("^" + text + "$").MatchString(err.Error()) {
+		t.Errorf("%s: %q\ndoes not match %q", what, err, text)
+	}
+	for _, s := range is {
+		if !errors.Is(err, s) {
+			t.Errorf("%s: %v does not match %v", what, err, s)
+		}
+	}
+	for _, s := range isNot {
+		if errors.Is(err, s) {
+			t.Errorf("%s: %v matches %v", what, err, s)
+		}
+	}
+}
+
+// TestUserErrors: the errors a plugin's user meets, their texts and
+// sentinels.
+func TestUserErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	t.Run("exit mid-call", func(t *testing.T) {
+		cfg := pluginConfig("crash", crashEnv+"=100ms")
+		cfg.Mux = hostMux(nil)
+		c, err := plugin.Launch(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kill()
+		_, err = c.Call(ctx, "sleep", []byte("5000"))
+		text := `plugin "crash": the call failed: process exited \(pid \d+, exit status 3\)`
+		checkErr(t, "call in flight", err, text, []error{plugin.ErrExited, protocol.ErrPeerGone}, protocol.ErrClosed, plugin.ErrClosed)
+		_, err = c.Call(ctx, "echo", nil)
+		checkErr(t, "next call", err, text, []error{plugin.ErrExited, protocol.ErrPeerGone}, protocol.ErrClosed)
+	})
+	t.Run("killed by a signal", func(t *testing.T) {
+		c, err := plugin.Launch(ctx, pluginConfig("echo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Kill()
+		pid := c.PID()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-c.Done()
+		_, err = c.Call(ctx, "echo", nil)
+		checkErr(t, "call", err, `plugin "echo": the call failed: process exited \(pid \d+, signal: killed\)`,
+			[]error{plugin.ErrExited, protocol.ErrPeerGone})
+	})
+	t.Run("never starts the handshake", func(t *testing.T) {
+		cfg := pluginConfig("sleep")
+		cfg.StartTimeout = 500 * time.Millisecond
+		_, err := plugin.Launch(ctx, cfg)
+		checkErr(t, "Launch", err, `plugin "sleep": start timed out: the process \(pid \d+\) ran for 500ms without starting the ringwire handshake; does its main call plugin.Main\?`,
+			[]error{plugin.ErrStartTimeout})
+	})
+	t.Run("exits before the handshake", func(t *testing.T) {
+		_, err := plugin.Launch(ctx, pluginConfig("exit"))
+		checkErr(t, "Launch", err, `plugin "exit": process exited \(pid \d+, exit status 7\) before its handshake; does its main call plugin.Main\?; its last output: "exit role: giving up before Serve"`,
+			[]error{plugin.ErrExited})
+	})
+	t.Run("after Stop", func(t *testing.T) {
+		c, err := plugin.Launch(ctx, pluginConfig("echo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Call(ctx, "echo", nil)
+		checkErr(t, "call", err, `plugin "echo": closed \(Stop or Close was called\)`, []error{plugin.ErrClosed}, protocol.ErrPeerGone)
+	})
+	t.Run("session gave up", func(t *testing.T) {
+		cfg := pluginConfig("crash", crashEnv+"=50ms")
+		cfg.MaxRestarts = 1
+		cfg.Backoff = 10 * time.Millisecond
+		cfg.HealthInterval = -1
+		s := plugin.NewSession(cfg)
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop(ctx)
+		waitState(t, s, plugin.StateFailed, 10*time.Second)
+		_, err := s.Call(ctx, "echo", nil)
+		checkErr(t, "call", err, `plugin "crash": unavailable: gave up after 1 restart in a row: process exited \(pid \d+, exit status 3\)`,
+			[]error{plugin.ErrUnavailable, plugin.ErrExited})
+	})
+	t.Run("unknown method", func(t *testing.T) {
+		c, err := plugin.Launch(ctx, pluginConfig("echo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = c.Call(ctx, "nosuch", nil)
+		checkErr(t, "call", err, `remote: unimplemented: unknown method "nosuch"`, []error{protocol.ErrUnknownMethod})
+	})
+	t.Run("wrapped remote error", func(t *testing.T) {
+		cfg := pluginConfig("wraps")
+		cfg.Contract = protocol.Contract([]string{"wrapped"}, nil)
+		c, err := plugin.Launch(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = c.Call(ctx, "wrapped", nil)
+		checkErr(t, "call", err, `remote: not found: loading profile "ana": no such user`, nil)
+		var pe *protocol.Error
+		if !errors.As(err, &pe) || pe.Code != protocol.CodeNotFound {
+			t.Errorf("%v: want a *protocol.Error with CodeNotFound", err)
+		}
+	})
+}
