@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/layered"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -229,6 +230,8 @@ func (p *Peer) fail(cause error) {
 		p.err = ErrClosed
 	case errors.Is(cause, ErrCorrupt), errors.Is(cause, transport.ErrCorrupt):
 		p.err = fmt.Errorf("%w: %w", ErrPeerGone, cause)
+	case errors.Is(cause, transport.ErrPeerGone):
+		p.err = layered.Wrap(ErrPeerGone, transport.ErrPeerGone, cause)
 	default:
 		p.err = fmt.Errorf("%w: %w", ErrPeerGone, cause)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/layered"
 	"github.com/ringwire/ringwire/ring"
 )
 
@@ -219,15 +220,15 @@ func convertRingErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ring.ErrTimeout):
-		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+		return layered.Wrap(ErrTimeout, ring.ErrTimeout, err)
 	case errors.Is(err, ring.ErrPeerGone):
-		return fmt.Errorf("%w (%v)", ErrPeerGone, err)
+		return layered.Wrap(ErrPeerGone, ring.ErrPeerGone, err)
 	case errors.Is(err, ring.ErrClosed):
-		return fmt.Errorf("%w (%v)", ErrClosed, err)
+		return layered.Wrap(ErrClosed, ring.ErrClosed, err)
 	case errors.Is(err, ring.ErrCorrupt):
-		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		return layered.Wrap(ErrCorrupt, ring.ErrCorrupt, err)
 	case errors.Is(err, ring.ErrTooLarge):
-		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+		return layered.Wrap(ErrTooLarge, ring.ErrTooLarge, err)
 	}
 	return err
 }
