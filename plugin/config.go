@@ -34,6 +34,10 @@ type Config struct {
 	// (and removes inherited ones).
 	Path string
 	Args []string
+	// SHA256, if set, is the SHA-256 the binary at Path must have: Launch
+	// checks it before starting the process (on Linux it then starts the
+	// very file it checked) and fails with ErrIntegrity otherwise.
+	SHA256 []byte
 	Env  []string
 	Dir  string
 

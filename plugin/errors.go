@@ -42,6 +42,9 @@ var (
 	ErrKilled = errors.New("plugin: killed after the stop budget")
 	// ErrClosed: use of a Listener, or of a Client after Close or Stop.
 	ErrClosed = errors.New("plugin: closed")
+	// ErrIntegrity: the plugin binary does not have the SHA-256 that
+	// Config.SHA256 requires (or cannot be read to check it).
+	ErrIntegrity = errors.New("plugin: binary integrity check failed")
 	// ErrDuplicate: a Registry already holds a session of that name.
 	ErrDuplicate = errors.New("plugin: duplicate name")
 	// ErrContractMismatch: host and plugin do not agree on what the plugin

@@ -3,9 +3,14 @@
 package plugin_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"syscall"
 	"testing"
@@ -146,4 +151,55 @@ func TestUserErrors(t *testing.T) {
 			t.Errorf("%v: want a *protocol.Error with CodeNotFound", err)
 		}
 	})
+}
+
+// TestBinaryChecksum: Config.SHA256 admits the binary it names and refuses
+// any other, before starting anything.
+func TestBinaryChecksum(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err := os.Open(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sum := h.Sum(nil)
+
+	cfg := pluginConfig("echo")
+	cfg.SHA256 = sum
+	c, err := plugin.Launch(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Launch with the right checksum: %v", err)
+	}
+	if out, err := c.Call(ctx, "echo", []byte("ok")); err != nil || string(out) != "ok" {
+		t.Errorf("echo = %q, %v", out, err)
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", c.PID())); err != nil || exe != mustAbs(t, os.Args[0]) {
+		t.Errorf("the plugin runs %q (%v), want %q", exe, err, os.Args[0])
+	}
+	c.Close()
+
+	bad := bytes.Clone(sum)
+	bad[0] ^= 1
+	cfg.SHA256 = bad
+	_, err = plugin.Launch(ctx, cfg)
+	checkErr(t, "wrong checksum", err, `plugin "echo": .* has SHA-256 [0-9a-f]{64}, the host requires [0-9a-f]{64}`, []error{plugin.ErrIntegrity})
+
+	cfg = pluginConfig("echo")
+	cfg.Path = filepath.Join(t.TempDir(), "missing")
+	cfg.SHA256 = sum
+	_, err = plugin.Launch(ctx, cfg)
+	checkErr(t, "missing binary", err, `plugin "echo": cannot check the binary: open .*missing: no such file or directory`, []error{plugin.ErrIntegrity, os.ErrNotExist})
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

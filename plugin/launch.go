@@ -51,11 +51,20 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 		return nil, fmt.Errorf("plugin %q: %w", c.Name, err)
 	}
 	cmd := exec.Command(c.Path, c.Args...)
+	bin, err := c.verifiedBinary(cmd)
+	if err != nil {
+		hostEnd.Close()
+		childEnd.Close()
+		return nil, err
+	}
 	cmd.Env = childEnv(c.Env, token, hostLevel(c.Logger))
 	cmd.Dir = c.Dir
 	cmd.ExtraFiles = []*os.File{childEnd}
 	setProcAttr(cmd)
 	proc, err := startProcess(cmd, c.Logger, childEnd)
+	if bin != nil {
+		bin.Close()
+	}
 	if err != nil {
 		hostEnd.Close()
 		return nil, fmt.Errorf("plugin %q: %w", c.Name, err)
