@@ -38,8 +38,8 @@ type Config struct {
 	// checks it before starting the process (on Linux it then starts the
 	// very file it checked) and fails with ErrIntegrity otherwise.
 	SHA256 []byte
-	Env  []string
-	Dir  string
+	Env    []string
+	Dir    string
 
 	// Network and Address, when Address is set, make the plugin remote: a
 	// Session dials it with Connect (reconnecting with backoff) instead of
