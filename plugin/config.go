@@ -49,6 +49,10 @@ type Config struct {
 	// Mux is what the host serves the plugin: the methods its handlers may
 	// call back (protocol.PeerFromContext inside a handler). nil: nothing.
 	Mux *protocol.Mux
+	// Intercept wraps every call the host makes to the plugin (metrics,
+	// tracing, auth: see protocol.ClientInterceptor); Mux.Intercept wraps
+	// the calls it serves.
+	Intercept []protocol.ClientInterceptor
 
 	// Service is the service the host calls (the api package's
 	// protocol.Service). The host then works with any plugin of that

@@ -111,7 +111,7 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("plugin %q: launch: %w", c.Name, err)
 	}
-	peer := protocol.NewPeer(conn, protocol.Options{Mux: c.Mux, Logger: c.Logger})
+	peer := protocol.NewPeer(conn, protocol.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
 	cl := newClient(c, peer, proc, live)
 	in := cl.info
 	c.Logger.Info("ringwire: plugin launched", "pid", proc.pid, "name", in.Name, "version", in.Version,

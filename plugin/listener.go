@@ -16,6 +16,8 @@ import (
 type ListenConfig struct {
 	// Mux is what the host serves every plugin that connects (nil: nothing).
 	Mux *protocol.Mux
+	// Intercept wraps the host's calls to every accepted plugin.
+	Intercept []protocol.ClientInterceptor
 	// Service and Versions, or Contract, are what plugins must serve (see
 	// Config.Service).
 	Service  *protocol.Service
@@ -123,7 +125,7 @@ func (l *Listener) Accept(ctx context.Context) (*Client, error) {
 			conn.Close()
 			return l.Accept(ctx)
 		}
-		peer := protocol.NewPeer(conn, protocol.Options{Mux: l.cfg.Mux, Logger: cfg.Logger})
+		peer := protocol.NewPeer(conn, protocol.Options{Mux: l.cfg.Mux, Logger: cfg.Logger, Intercept: l.cfg.Intercept})
 		cl := newClient(cfg, peer, nil, nil)
 		cfg.Logger.Info("ringwire: external plugin connected", "version", cl.info.Version,
 			"transport", cl.info.Transport.Kind.String(), "tls", cl.info.Transport.TLS)
@@ -158,5 +160,6 @@ func (l *Listener) Close() error {
 
 // host is the Config of the Clients the listener accepts.
 func (c *ListenConfig) host() *Config {
-	return &Config{Service: c.Service, Versions: c.Versions, Contract: c.Contract, Mux: c.Mux, StopTimeout: c.StopTimeout, Logger: c.Logger}
+	return &Config{Service: c.Service, Versions: c.Versions, Contract: c.Contract, Mux: c.Mux, Intercept: c.Intercept,
+		StopTimeout: c.StopTimeout, Logger: c.Logger}
 }

@@ -18,8 +18,11 @@ type Plugin struct {
 	// Constants are exported metadata, also read from Client.Info. Keys
 	// starting with ReservedPrefix are refused.
 	Constants map[string]string
-	// Mux is what the plugin serves (nil: nothing).
+	// Mux is what the plugin serves (nil: nothing); Mux.Intercept wraps
+	// the calls it serves.
 	Mux *protocol.Mux
+	// Intercept wraps the plugin's calls to its host (callbacks).
+	Intercept []protocol.ClientInterceptor
 	// Service, if set, is the service the plugin implements: Serve checks
 	// that Mux serves every one of its methods, and declares the service
 	// and all the methods of Mux in the handshake, so that hosts built

@@ -198,7 +198,7 @@ func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
 		conn.Close()
 		return fmt.Errorf("plugin: %w", err)
 	}
-	peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: p.logger()})
+	peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: p.logger(), Intercept: p.Intercept})
 	select {
 	case <-peer.Done():
 	case <-ctx.Done():
@@ -243,7 +243,7 @@ func serveListener(ctx context.Context, p *Plugin, network, addr string, cfg *tr
 				conn.Close()
 				continue
 			}
-			peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: log})
+			peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: log, Intercept: p.Intercept})
 			mu.Lock()
 			peers[peer] = struct{}{}
 			mu.Unlock()

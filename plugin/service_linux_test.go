@@ -208,3 +208,33 @@ func TestSessionPermanentRefusal(t *testing.T) {
 		t.Errorf("LastErr = %v", st.LastErr)
 	}
 }
+
+// Config.Intercept sees every call the host makes, typed or not, with
+// its method name; its verdict is the call's.
+func TestConfigIntercept(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var calls []string
+	cfg := textConfig("text1.2", textV12)
+	cfg.Intercept = []protocol.ClientInterceptor{func(ctx context.Context, method string, req []byte, call func(context.Context) error) error {
+		calls = append(calls, method+" "+string(req))
+		if method == "shout" {
+			return protocol.Errorf(protocol.CodePermissionDenied, "no shouting")
+		}
+		return call(ctx)
+	}}
+	c, err := plugin.Launch(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if u, err := svcUpper.Call(ctx, c, []byte("a")); err != nil || string(u) != "A" {
+		t.Fatalf("upper = %q, %v", u, err)
+	}
+	if _, err := svcShout.Call(ctx, c, []byte("b")); err == nil || !strings.Contains(err.Error(), "no shouting") {
+		t.Fatalf("shout: %v, want the interceptor's refusal", err)
+	}
+	if strings.Join(calls, ",") != "upper a,shout b" {
+		t.Errorf("intercepted %q", calls)
+	}
+}

@@ -198,6 +198,18 @@ func (p *Peer) call(ctx context.Context, flags uint8, aux uint64, method string,
 }
 
 func (p *Peer) callFn(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte, fn func([]byte) error) ([]byte, error) {
+	if len(p.intercept) > 0 {
+		var reply []byte
+		err := chainClient(p.intercept, ctx, method, req, func(ctx context.Context) (err error) {
+			reply, err = p.callDirect(ctx, flags, aux, method, req, dst, fn)
+			return err
+		})
+		return reply, err
+	}
+	return p.callDirect(ctx, flags, aux, method, req, dst, fn)
+}
+
+func (p *Peer) callDirect(ctx context.Context, flags uint8, aux uint64, method string, req, dst []byte, fn func([]byte) error) ([]byte, error) {
 	if hc, ok := ctx.Value(callKey{}).(*handlerCtx); ok && hc.view && hc.peer == p {
 		return nil, ErrViewCall
 	}

@@ -141,3 +141,57 @@ func ExamplePeer_New() {
 	// counter 5
 	// <nil>
 }
+
+// An interceptor on the serving Mux exports per-method call counts, errors
+// and latency, the way a metrics library (Prometheus, OpenTelemetry) would
+// take them; a ClientInterceptor does the same on the calling side.
+func ExampleMux_Intercept() {
+	type stat struct {
+		calls, errors int
+		total         time.Duration
+	}
+	var mu sync.Mutex
+	stats := map[string]*stat{}
+	mux := protocol.NewMux()
+	mux.Intercept(func(ctx context.Context, method string, req []byte, handle func(context.Context) error) error {
+		start := time.Now()
+		err := handle(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		s := stats[method]
+		if s == nil {
+			s = &stat{}
+			stats[method] = s
+		}
+		s.calls++
+		s.total += time.Since(start)
+		if err != nil {
+			s.errors++
+		}
+		return err
+	})
+	mux.Handle("greet", func(ctx context.Context, req []byte) ([]byte, error) {
+		return []byte("hello, " + string(req)), nil
+	})
+	mux.Handle("fail", func(ctx context.Context, req []byte) ([]byte, error) {
+		return nil, protocol.Errorf(protocol.CodeInvalidArgument, "no")
+	})
+	caller, server := connect("intercept", mux, nil)
+	ctx := context.Background()
+	for range 3 {
+		caller.Call(ctx, "greet", []byte("you"))
+	}
+	caller.Call(ctx, "fail", nil)
+	caller.Close()
+	server.Close() // waits for the handlers, and so for the interceptor
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range []string{"fail", "greet"} {
+		s := stats[m]
+		fmt.Printf("%s: %d calls, %d errors, latency measured: %v\n", m, s.calls, s.errors, s.total > 0)
+	}
+	// Output:
+	// fail: 1 calls, 1 errors, latency measured: true
+	// greet: 3 calls, 0 errors, latency measured: true
+}

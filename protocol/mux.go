@@ -119,6 +119,7 @@ type Mux struct {
 	mu      sync.RWMutex
 	methods map[string]*method
 	types   map[string]Constructor
+	icpt    []ServerInterceptor
 }
 
 // NewMux returns an empty Mux.

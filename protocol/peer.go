@@ -75,6 +75,9 @@ type Options struct {
 	// answers waiting) plus one message (the connection's MaxMessage),
 	// plus the outbox's 1 MiB and 64 KiB of small messages.
 	MaxPendingBytes int64
+	// Intercept wraps every call this side makes, the first outermost
+	// (see ClientInterceptor); Mux.Intercept wraps the calls it serves.
+	Intercept []ClientInterceptor
 }
 
 // Peer is one end of an RPC connection. Both ends may call and serve. All
@@ -82,6 +85,7 @@ type Options struct {
 type Peer struct {
 	conn      transport.Conn
 	mux       *Mux
+	intercept []ClientInterceptor
 	log       *slog.Logger
 	inlineMax int64
 	maxMsg    int
@@ -142,7 +146,7 @@ func NewPeer(conn transport.Conn, o Options) *Peer {
 		mb = DefaultMaxPendingBytes
 	}
 	p := &Peer{
-		conn: conn, mux: o.Mux, log: log, inlineMax: inl,
+		conn: conn, mux: o.Mux, log: log, inlineMax: inl, intercept: o.Intercept,
 		maxMsg:      conn.Info().MaxMessage,
 		sendTimeout: st,
 		objects:     objectTable{max: maxO, log: log},

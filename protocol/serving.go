@@ -204,28 +204,18 @@ func (p *Peer) serve(j serveJob) {
 	if j.req != nil {
 		req = *j.req
 	}
-	var out []byte
-	var err error
-	switch {
-	case j.meth != nil && j.meth.rh != nil:
-		r := replyPool.Get().(*Reply)
-		r.b = appendID(r.b[:0], id)
-		r.base = idSize
-		if err = j.meth.rh(j.hc, req, r); err == nil {
-			p.sendReply(j.hc, r.b, nil)
-		}
-		if cap(r.b) <= 4<<20 {
-			replyPool.Put(r)
-		}
-		if err == nil {
-			return
-		}
-	case j.meth != nil:
-		out, err = j.meth.h(j.hc, req)
-	case j.cb != nil:
-		out, err = j.cb(j.hc, req)
-	default:
-		out, err = p.serveObject(j, req)
+	var (
+		out  []byte
+		err  error
+		sent bool // a ReplyHandler's reply went out
+	)
+	if icpt := p.mux.interceptors(); len(icpt) > 0 {
+		out, sent, err = p.intercepted(icpt, j, req)
+	} else {
+		out, sent, err = p.invoke(j, j.hc, req)
+	}
+	if sent {
+		return
 	}
 	if err != nil {
 		p.sendError(j.hc, toError(err))
@@ -235,6 +225,42 @@ func (p *Peer) serve(j serveJob) {
 	*hb = appendID((*hb)[:0], id)
 	p.sendReply(j.hc, *hb, out)
 	putBuf(hb)
+}
+
+// invoke runs j's handler on req with ctx. A ReplyHandler's reply is sent
+// here (sent); any other handler's is returned.
+func (p *Peer) invoke(j serveJob, ctx context.Context, req []byte) (out []byte, sent bool, err error) {
+	switch {
+	case j.meth != nil && j.meth.rh != nil:
+		r := replyPool.Get().(*Reply)
+		r.b = appendID(r.b[:0], j.hc.id)
+		r.base = idSize
+		if err = j.meth.rh(ctx, req, r); err == nil {
+			p.sendReply(j.hc, r.b, nil)
+			sent = true
+		}
+		if cap(r.b) <= 4<<20 {
+			replyPool.Put(r)
+		}
+	case j.meth != nil:
+		out, err = j.meth.h(ctx, req)
+	case j.cb != nil:
+		out, err = j.cb(ctx, req)
+	default:
+		out, err = p.serveObject(j, req)
+	}
+	return out, sent, err
+}
+
+// intercepted is invoke inside the Mux's interceptors; their verdict is the
+// call's error.
+func (p *Peer) intercepted(icpt []ServerInterceptor, j serveJob, req []byte) (out []byte, sent bool, err error) {
+	err = chainServer(icpt, j.hc, j.methodName(), req, func(ctx context.Context) error {
+		var herr error
+		out, sent, herr = p.invoke(j, ctx, req)
+		return herr
+	})
+	return out, sent, err
 }
 
 func (j *serveJob) methodName() string {
