@@ -196,7 +196,7 @@ func clientTLS(bundle []byte) (*tls.Config, error) {
 func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
 	if err := p.admit(conn.Info()); err != nil {
 		conn.Close()
-		return fmt.Errorf("plugin: %w", err)
+		return err
 	}
 	peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: p.logger(), Intercept: p.Intercept})
 	select {
