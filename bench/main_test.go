@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 		os.Exit(f())
-	case os.Getenv(plugin.EnvCookie) != "" || os.Getenv(plugin.EnvConnect) != "": // plugin.Launch or an external plugin
+	case plugin.Launched(): // plugin.Launch, or an external plugin
 		os.Exit(serveRingwire())
 	case os.Getenv(gpHandshake.MagicCookieKey) == gpHandshake.MagicCookieValue: // go-plugin
 		os.Exit(serveGoplugin())

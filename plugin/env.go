@@ -13,15 +13,15 @@ import (
 // Environment variables that tell Serve how to reach its host. Launch sets
 // the first three; ConnectEnv and ListenEnv build the others.
 const (
-	// EnvCookie carries CookieValue: it marks a process launched by a
+	// envCookie carries cookieValue: it marks a process launched by a
 	// ringwire host (and lets a plugin refuse an environment from another
 	// protocol version).
-	EnvCookie = "RINGWIRE_PLUGIN_COOKIE"
-	// EnvFD is the number of the inherited, connected Unix socket.
-	EnvFD = "RINGWIRE_PLUGIN_FD"
-	// EnvToken is the token the plugin presents to its host (launched and
+	envCookie = "RINGWIRE_PLUGIN_COOKIE"
+	// envFD is the number of the inherited, connected Unix socket.
+	envFD = "RINGWIRE_PLUGIN_FD"
+	// envToken is the token the plugin presents to its host (launched and
 	// external modes) or requires from it (remote mode, optional).
-	EnvToken = "RINGWIRE_PLUGIN_TOKEN"
+	envToken = "RINGWIRE_PLUGIN_TOKEN"
 	// EnvConnect asks the plugin to dial a host Listener: "unix:/path" or
 	// "tcp:host:port".
 	EnvConnect = "RINGWIRE_CONNECT"
@@ -35,8 +35,8 @@ const (
 	EnvTLSBundle = "RINGWIRE_TLS_BUNDLE"
 )
 
-// CookieValue is EnvCookie's value for this version of the launch protocol.
-const CookieValue = "ringwire-plugin-v1"
+// cookieValue is envCookie's value for this version of the launch protocol.
+const cookieValue = "ringwire-plugin-v1"
 
 // ListeningPrefix starts the line a plugin in remote mode prints on stdout
 // once it listens, followed by the network and address, e.g.
@@ -53,7 +53,7 @@ const maxBundle = 64 << 10
 // envNames lists every variable of the launch protocol; Launch removes them
 // from a child's inherited environment, so a host that is itself a plugin
 // does not pass its own connection details on.
-var envNames = []string{EnvCookie, EnvFD, EnvToken, EnvConnect, EnvListen, EnvTLSBundle, envLogLevel}
+var envNames = []string{envCookie, envFD, envToken, EnvConnect, EnvListen, EnvTLSBundle, envLogLevel}
 
 // ConnectEnv returns the environment variables that make Serve dial a host
 // Listener at network ("unix" or "tcp") and addr, presenting token; for TCP,
@@ -61,7 +61,7 @@ var envNames = []string{EnvCookie, EnvFD, EnvToken, EnvConnect, EnvListen, EnvTL
 func ConnectEnv(network, addr string, token, clientBundle []byte) []string {
 	env := []string{EnvConnect + "=" + network + ":" + addr}
 	if len(token) > 0 {
-		env = append(env, EnvToken+"="+string(token))
+		env = append(env, envToken+"="+string(token))
 	}
 	if len(clientBundle) > 0 {
 		env = append(env, EnvTLSBundle+"="+string(clientBundle))
@@ -76,7 +76,7 @@ func ConnectEnv(network, addr string, token, clientBundle []byte) []string {
 func ListenEnv(network, addr string, token, serverBundle []byte) []string {
 	env := []string{EnvListen + "=" + network + ":" + addr}
 	if len(token) > 0 {
-		env = append(env, EnvToken+"="+string(token))
+		env = append(env, envToken+"="+string(token))
 	}
 	if len(serverBundle) > 0 {
 		env = append(env, EnvTLSBundle+"="+string(serverBundle))
@@ -138,5 +138,5 @@ func childEnv(base []string, token string, level slog.Level) []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, EnvCookie+"="+CookieValue, fmt.Sprintf("%s=%d", EnvFD, fdNumber), EnvToken+"="+token, envLogLevel+"="+level.String())
+	return append(env, envCookie+"="+cookieValue, fmt.Sprintf("%s=%d", envFD, fdNumber), envToken+"="+token, envLogLevel+"="+level.String())
 }

@@ -30,9 +30,9 @@ func TestParseAddress(t *testing.T) {
 }
 
 func TestChildEnv(t *testing.T) {
-	base := []string{"PATH=/bin", EnvToken + "=stale", EnvConnect + "=unix:/x", "HOME=/root", EnvFD + "=9", envLogLevel + "=ERROR"}
+	base := []string{"PATH=/bin", envToken + "=stale", EnvConnect + "=unix:/x", "HOME=/root", envFD + "=9", envLogLevel + "=ERROR"}
 	env := childEnv(base, "tok", slog.LevelWarn)
-	want := []string{"PATH=/bin", "HOME=/root", EnvCookie + "=" + CookieValue, EnvFD + "=3", EnvToken + "=tok", envLogLevel + "=WARN"}
+	want := []string{"PATH=/bin", "HOME=/root", envCookie + "=" + cookieValue, envFD + "=3", envToken + "=tok", envLogLevel + "=WARN"}
 	if !slices.Equal(env, want) {
 		t.Errorf("childEnv = %v, want %v", env, want)
 	}
@@ -60,19 +60,19 @@ func TestReadEnv(t *testing.T) {
 	if _, err := readEnv(); !errors.Is(err, ErrNotLaunched) {
 		t.Errorf("empty environment: %v, want ErrNotLaunched", err)
 	}
-	t.Setenv(EnvFD, "3")
-	t.Setenv(EnvCookie, "someone-else")
+	t.Setenv(envFD, "3")
+	t.Setenv(envCookie, "someone-else")
 	if _, err := readEnv(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "incompatible") {
 		t.Errorf("wrong cookie: %v", err)
 	}
-	t.Setenv(EnvCookie, CookieValue)
-	t.Setenv(EnvToken, "tok")
+	t.Setenv(envCookie, cookieValue)
+	t.Setenv(envToken, "tok")
 	e, err := readEnv()
 	if err != nil || e.mode != modeLaunched || e.fd != 3 || string(e.token) != "tok" {
 		t.Errorf("launched: %+v, %v", e, err)
 	}
-	t.Setenv(EnvFD, "")
-	t.Setenv(EnvCookie, "")
+	t.Setenv(envFD, "")
+	t.Setenv(envCookie, "")
 	t.Setenv(EnvConnect, "tcp:127.0.0.1:1")
 	t.Setenv(EnvListen, "tcp:127.0.0.1:2")
 	if _, err := readEnv(); !errors.Is(err, ErrConfig) {

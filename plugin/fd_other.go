@@ -9,5 +9,5 @@ import (
 
 // inheritedConn: sockets cannot be inherited as descriptors here.
 func inheritedConn(fd int) (*net.UnixConn, error) {
-	return nil, fmt.Errorf("%w: an inherited socket (%s=%d)", ErrUnsupported, EnvFD, fd)
+	return nil, fmt.Errorf("%w: an inherited socket (%s=%d)", ErrUnsupported, envFD, fd)
 }

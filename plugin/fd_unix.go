@@ -15,17 +15,17 @@ import (
 func inheritedConn(fd int) (*net.UnixConn, error) {
 	f := os.NewFile(uintptr(fd), "ringwire-host")
 	if f == nil {
-		return nil, fmt.Errorf("%w: %s=%d is not an open descriptor", ErrConfig, EnvFD, fd)
+		return nil, fmt.Errorf("%w: %s=%d is not an open descriptor", ErrConfig, envFD, fd)
 	}
 	defer f.Close()
 	c, err := net.FileConn(f)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s=%d: %w", ErrConfig, EnvFD, fd, err)
+		return nil, fmt.Errorf("%w: %s=%d: %w", ErrConfig, envFD, fd, err)
 	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		c.Close()
-		return nil, fmt.Errorf("%w: %s=%d is a %T, not a Unix socket", ErrConfig, EnvFD, fd, c)
+		return nil, fmt.Errorf("%w: %s=%d is a %T, not a Unix socket", ErrConfig, envFD, fd, c)
 	}
 	return uc, nil
 }

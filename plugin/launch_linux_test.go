@@ -182,7 +182,7 @@ func withoutLaunchEnv(env []string) []string {
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case plugin.EnvCookie, plugin.EnvFD, plugin.EnvToken, plugin.EnvConnect, plugin.EnvListen, plugin.EnvTLSBundle:
+		case "RINGWIRE_PLUGIN_COOKIE", "RINGWIRE_PLUGIN_FD", "RINGWIRE_PLUGIN_TOKEN", plugin.EnvConnect, plugin.EnvListen, plugin.EnvTLSBundle:
 		default:
 			out = append(out, kv)
 		}

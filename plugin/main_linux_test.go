@@ -53,7 +53,7 @@ var roles = map[string]func() int{
 	},
 	// badtoken presents a token of its own.
 	"badtoken": func() int {
-		os.Setenv(plugin.EnvToken, "not-the-token")
+		os.Setenv("RINGWIRE_PLUGIN_TOKEN", "not-the-token")
 		return serve(echoPlugin())
 	},
 	// othercontract serves another interface.

@@ -41,18 +41,18 @@ type serveEnv struct {
 }
 
 func readEnv() (serveEnv, error) {
-	e := serveEnv{token: []byte(os.Getenv(EnvToken))}
-	cookie, fd := os.Getenv(EnvCookie), os.Getenv(EnvFD)
+	e := serveEnv{token: []byte(os.Getenv(envToken))}
+	cookie, fd := os.Getenv(envCookie), os.Getenv(envFD)
 	connect, listen := os.Getenv(EnvConnect), os.Getenv(EnvListen)
 	var err error
 	switch {
 	case fd != "" || cookie != "":
-		if cookie != CookieValue {
-			return e, fmt.Errorf("%w: %s=%q, want %q: launched by an incompatible host", ErrConfig, EnvCookie, cookie, CookieValue)
+		if cookie != cookieValue {
+			return e, fmt.Errorf("%w: %s=%q, want %q: launched by an incompatible host", ErrConfig, envCookie, cookie, cookieValue)
 		}
 		e.mode = modeLaunched
 		if e.fd, err = strconv.Atoi(fd); err != nil || e.fd < 0 {
-			return e, fmt.Errorf("%w: %s=%q is not a descriptor number", ErrConfig, EnvFD, fd)
+			return e, fmt.Errorf("%w: %s=%q is not a descriptor number", ErrConfig, envFD, fd)
 		}
 	case connect != "" && listen != "":
 		return e, fmt.Errorf("%w: both %s and %s are set", ErrConfig, EnvConnect, EnvListen)
@@ -90,7 +90,7 @@ func readEnv() (serveEnv, error) {
 // authenticate to its host, and ErrNotLaunched when run by hand.
 func Serve(p *Plugin) error {
 	sigs := []os.Signal{syscall.SIGTERM}
-	if os.Getenv(EnvFD) != "" || os.Getenv(EnvCookie) != "" {
+	if os.Getenv(envFD) != "" || os.Getenv(envCookie) != "" {
 		signal.Ignore(os.Interrupt)
 	} else {
 		sigs = append(sigs, os.Interrupt)
@@ -135,7 +135,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 			p, log = &q, q.Logger
 			cfg.Logger = log
 		}
-		for _, n := range []string{EnvCookie, EnvFD, EnvToken, envLogLevel} {
+		for _, n := range []string{envCookie, envFD, envToken, envLogLevel} {
 			os.Unsetenv(n)
 		}
 		nc, err := inheritedConn(e.fd)
