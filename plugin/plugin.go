@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
@@ -85,8 +85,8 @@ func (p *Plugin) check() error {
 			return fmt.Errorf("%w: constant %q: keys starting with %q are reserved", ErrConfig, k, ReservedPrefix)
 		}
 	}
-	if len(p.Description) > negotiate.MaxConstantValue {
-		return fmt.Errorf("%w: description of %d bytes (at most %d)", ErrConfig, len(p.Description), negotiate.MaxConstantValue)
+	if len(p.Description) > handshake.MaxConstantValue {
+		return fmt.Errorf("%w: description of %d bytes (at most %d)", ErrConfig, len(p.Description), handshake.MaxConstantValue)
 	}
 	if p.Service != nil {
 		if err := p.Service.Check(p.mux()); err != nil {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
@@ -56,7 +56,7 @@ func putTable(c map[string]string, prefix string, methods []protocol.MethodInfo)
 	}
 	for _, m := range methods {
 		line := m.Name + "\t" + m.Signature + "\n"
-		if b.Len()+len(line) > negotiate.MaxConstantValue {
+		if b.Len()+len(line) > handshake.MaxConstantValue {
 			flush()
 		}
 		b.WriteString(line)

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/protocol"
 )
 
@@ -21,7 +21,7 @@ func TestMethodTable(t *testing.T) {
 		t.Errorf("%d constants for %d methods", len(c), len(ms))
 	}
 	for k, v := range c {
-		if len(v) > negotiate.MaxConstantValue {
+		if len(v) > handshake.MaxConstantValue {
 			t.Errorf("%s holds %d bytes", k, len(v))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	hs "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/ring"
 )
@@ -45,7 +46,7 @@ const (
 	// found 1 MiB rings 3-5x slower than 4 MiB for 1-64 KiB messages.
 	DefaultRingSize = 4 << 20
 	// DefaultMaxMessage bounds one message in either direction.
-	DefaultMaxMessage = negotiate.DefaultMaxMessage
+	DefaultMaxMessage = hs.DefaultMaxMessage
 )
 
 // Config configures one side of a connection. The zero value works on Unix
@@ -165,7 +166,7 @@ func (c *Config) check() error {
 		}
 	}
 	// What this side would declare in a handshake must fit its bounds.
-	p := negotiate.Policy{Compressions: c.Compressions, MaxMessage: c.maxMessage(), RingSize: uint32(c.ringSize()),
+	p := hs.Policy{Compressions: c.Compressions, MaxMessage: c.maxMessage(), RingSize: uint32(c.ringSize()),
 		Contract: c.Contract, Token: c.Token, Name: c.Name, Version: c.Version, Constants: c.Constants}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/duplex"
+	hs "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/ring"
 )
@@ -185,15 +186,15 @@ func (h *handshake) netErr(what string, err error) error {
 	return fmt.Errorf("transport: handshake: %s: %w", what, err)
 }
 
-func (h *handshake) write(m negotiate.Message) error {
-	if err := negotiate.WriteMessage(h.nc, m); err != nil {
+func (h *handshake) write(m hs.Message) error {
+	if err := hs.WriteMessage(h.nc, m); err != nil {
 		return h.netErr("write", err)
 	}
 	return nil
 }
 
-func (h *handshake) read() (negotiate.Message, error) {
-	m, err := negotiate.ReadMessage(h.nc)
+func (h *handshake) read() (hs.Message, error) {
+	m, err := hs.ReadMessage(h.nc)
 	if err != nil {
 		return nil, h.netErr("read", err)
 	}
@@ -201,8 +202,8 @@ func (h *handshake) read() (negotiate.Message, error) {
 }
 
 // refuse tells the peer why (best effort) and returns err.
-func (h *handshake) refuse(reason negotiate.Reason, err error) error {
-	_ = negotiate.WriteMessage(h.nc, &negotiate.Refuse{Reason: reason, Message: err.Error()})
+func (h *handshake) refuse(reason hs.Reason, err error) error {
+	_ = hs.WriteMessage(h.nc, &hs.Refuse{Reason: reason, Message: err.Error()})
 	return err
 }
 
@@ -213,9 +214,9 @@ func (h *handshake) readAck() error {
 		return err
 	}
 	switch m := m.(type) {
-	case *negotiate.Ack:
+	case *hs.Ack:
 		return nil
-	case *negotiate.Refuse:
+	case *hs.Refuse:
 		return m.Err()
 	}
 	return fmt.Errorf("%w: %T where an ack was expected", negotiate.ErrMalformed, m)
@@ -249,23 +250,23 @@ func (h *handshake) server() (Conn, error) {
 		if errors.Is(err, negotiate.ErrUnauthorized) && h.tls == nil {
 			// The details (uids) stay in our log; the peer learns only that
 			// it was refused.
-			_ = negotiate.WriteMessage(h.nc, &negotiate.Refuse{Reason: negotiate.ReasonUnauthorized, Message: "peer credentials not allowed"})
+			_ = hs.WriteMessage(h.nc, &hs.Refuse{Reason: hs.ReasonUnauthorized, Message: "peer credentials not allowed"})
 		}
 		return nil, err
 	}
 	m, err := h.read()
 	if err != nil {
 		if errors.Is(err, negotiate.ErrMalformed) {
-			return nil, h.refuse(negotiate.ReasonMalformed, err)
+			return nil, h.refuse(hs.ReasonMalformed, err)
 		}
 		return nil, err
 	}
-	hello, ok := m.(*negotiate.Hello)
+	hello, ok := m.(*hs.Hello)
 	if !ok {
-		return nil, h.refuse(negotiate.ReasonMalformed, fmt.Errorf("%w: %T where a hello was expected", negotiate.ErrMalformed, m))
+		return nil, h.refuse(hs.ReasonMalformed, fmt.Errorf("%w: %T where a hello was expected", negotiate.ErrMalformed, m))
 	}
 	cfg := h.cfg
-	p := negotiate.Policy{
+	p := hs.Policy{
 		Shm:          h.shmPossible(),
 		Compressions: cfg.compressions(h.kind),
 		MaxMessage:   cfg.maxMessage(),
@@ -276,19 +277,19 @@ func (h *handshake) server() (Conn, error) {
 		Version:      cfg.Version,
 		Constants:    cfg.Constants,
 	}
-	acc, ref := negotiate.Select(&p, hello)
+	acc, ref := hs.Select(&p, hello)
 	if ref != nil {
 		_ = h.write(ref)
 		return nil, ref.Err()
 	}
-	if cfg.Mode == ModeShm && acc.Transport != negotiate.TransportShm {
-		return nil, h.refuse(negotiate.ReasonUnavailable, errNoShm("the peer", h))
+	if cfg.Mode == ModeShm && acc.Transport != hs.TransportShm {
+		return nil, h.refuse(hs.ReasonUnavailable, errNoShm("the peer", h))
 	}
 	if err := h.write(acc); err != nil {
 		return nil, err
 	}
 	info := h.info(acc.Version, acc.MaxMessage, hello.Name, hello.Version, hello.Contract, hello.Constants)
-	if acc.Transport == negotiate.TransportShm {
+	if acc.Transport == hs.TransportShm {
 		end, err := duplex.Offer(h.uc, duplex.Config{
 			Capacity: int(acc.RingSize),
 			Options:  h.ringOptions(acc.MaxMessage),
@@ -318,9 +319,9 @@ func (h *handshake) client() (Conn, error) {
 		return nil, err
 	}
 	cfg := h.cfg
-	hello := &negotiate.Hello{
-		MinVersion:   negotiate.MinVersion,
-		MaxVersion:   negotiate.MaxVersion,
+	hello := &hs.Hello{
+		MinVersion:   hs.MinVersion,
+		MaxVersion:   hs.MaxVersion,
 		Shm:          h.shmPossible(),
 		Compressions: cfg.compressions(h.kind),
 		MaxMessage:   cfg.maxMessage(),
@@ -340,29 +341,29 @@ func (h *handshake) client() (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var acc *negotiate.Accept
+	var acc *hs.Accept
 	switch m := m.(type) {
-	case *negotiate.Refuse:
+	case *hs.Refuse:
 		return nil, m.Err()
-	case *negotiate.Accept:
+	case *hs.Accept:
 		acc = m
 	default:
 		return nil, fmt.Errorf("%w: %T where an accept or refusal was expected", negotiate.ErrMalformed, m)
 	}
-	if err := negotiate.Check(hello, acc); err != nil {
+	if err := hs.Check(hello, acc); err != nil {
 		return nil, h.refuse(reasonOf(err), err)
 	}
-	if cfg.Mode == ModeShm && acc.Transport != negotiate.TransportShm {
-		return nil, h.refuse(negotiate.ReasonUnavailable, errNoShm("the peer", h))
+	if cfg.Mode == ModeShm && acc.Transport != hs.TransportShm {
+		return nil, h.refuse(hs.ReasonUnavailable, errNoShm("the peer", h))
 	}
 	info := h.info(acc.Version, acc.MaxMessage, acc.Name, acc.AppVersion, acc.Contract, acc.Constants)
-	if acc.Transport == negotiate.TransportShm {
+	if acc.Transport == hs.TransportShm {
 		end, err := duplex.Accept(h.uc, duplex.Config{
 			Capacity:    int(acc.RingSize), // checked before the Ack
 			MaxCapacity: maxRingSize,
 			Options:     h.ringOptions(acc.MaxMessage),
 			Confirm: func() error {
-				if err := h.write(&negotiate.Ack{}); err != nil {
+				if err := h.write(&hs.Ack{}); err != nil {
 					return err
 				}
 				return h.live()
@@ -375,7 +376,7 @@ func (h *handshake) client() (Conn, error) {
 			if frameIsTimeout(err) || frameIsPeerGone(err) {
 				return nil, h.netErr("receiving the rings", err)
 			}
-			return nil, h.refuse(negotiate.ReasonUnavailable, fmt.Errorf("transport: mapping the offered rings: %w", err))
+			return nil, h.refuse(hs.ReasonUnavailable, fmt.Errorf("transport: mapping the offered rings: %w", err))
 		}
 		if end.Rx.Capacity() != int(acc.RingSize) {
 			end.Close()
@@ -383,7 +384,7 @@ func (h *handshake) client() (Conn, error) {
 		}
 		return newShmConn(end, info), nil
 	}
-	if err := h.write(&negotiate.Ack{}); err != nil {
+	if err := h.write(&hs.Ack{}); err != nil {
 		return nil, err
 	}
 	if err := h.live(); err != nil {
@@ -407,18 +408,18 @@ func errNoShm(who string, h *handshake) error {
 }
 
 // reasonOf maps a Check error to the refusal reason sent back.
-func reasonOf(err error) negotiate.Reason {
+func reasonOf(err error) hs.Reason {
 	switch {
 	case errors.Is(err, negotiate.ErrVersion):
-		return negotiate.ReasonVersion
+		return hs.ReasonVersion
 	case errors.Is(err, negotiate.ErrContractMismatch):
-		return negotiate.ReasonContract
+		return hs.ReasonContract
 	case errors.Is(err, negotiate.ErrUnauthorized):
-		return negotiate.ReasonUnauthorized
+		return hs.ReasonUnauthorized
 	case errors.Is(err, negotiate.ErrMalformed):
-		return negotiate.ReasonMalformed
+		return hs.ReasonMalformed
 	}
-	return negotiate.ReasonOther
+	return hs.ReasonOther
 }
 
 func addrString(a net.Addr) string {

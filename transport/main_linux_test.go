@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	hs "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/negotiate"
 )
 
@@ -129,7 +130,7 @@ func runChild(role string) int {
 			if name == "-" {
 				continue
 			}
-			z, err := negotiate.ParseCompression(name)
+			z, err := hs.ParseCompression(name)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "child:", err)
 				return 2

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	hs "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/negotiate"
 )
 
@@ -228,14 +229,14 @@ func TestRefusalsOnTheWire(t *testing.T) {
 		logs := newLogCapture()
 		l, _ := listenCombo(t, combo{kind: KindUnix}, &Config{Logger: slog.New(logs)})
 		nc := rawDial(t, l)
-		if err := negotiate.WriteMessage(nc, &negotiate.Hello{MinVersion: 90, MaxVersion: 99}); err != nil {
+		if err := hs.WriteMessage(nc, &hs.Hello{MinVersion: 90, MaxVersion: 99}); err != nil {
 			t.Fatal(err)
 		}
-		m, err := negotiate.ReadMessage(nc)
+		m, err := hs.ReadMessage(nc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref, ok := m.(*negotiate.Refuse)
+		ref, ok := m.(*hs.Refuse)
 		if !ok || !errors.Is(ref.Err(), negotiate.ErrVersion) {
 			t.Fatalf("got %#v, want a version refusal", m)
 		}

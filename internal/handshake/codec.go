@@ -1,4 +1,4 @@
-package negotiate
+package handshake
 
 import (
 	"encoding/binary"
@@ -10,7 +10,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
-	"github.com/ringwire/ringwire/negotiate/internal/fb"
+	"github.com/ringwire/ringwire/internal/handshake/internal/fb"
 )
 
 // Encode returns m as a FlatBuffers Envelope (without the wire prefix). It

@@ -1,4 +1,4 @@
-package negotiate
+package handshake
 
 // The FlatBuffers code of the handshake schema (handshake.fbs) is committed in
 // internal/fb; gen.sh reproduces it with the pinned flatc.

@@ -1,10 +1,10 @@
-package negotiate
+package handshake
 
 import (
 	"fmt"
 
 	"github.com/ringwire/ringwire/internal/fbverify"
-	"github.com/ringwire/ringwire/negotiate/internal/fb"
+	"github.com/ringwire/ringwire/internal/handshake/internal/fb"
 )
 
 // The Go FlatBuffers runtime has no verifier and its accessors index the

@@ -1,4 +1,4 @@
-package negotiate
+package handshake
 
 // Protocol versions this build speaks.
 const (

@@ -1,4 +1,4 @@
-package negotiate
+package handshake
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
-	"github.com/ringwire/ringwire/negotiate/internal/fb"
+	"github.com/ringwire/ringwire/internal/handshake/internal/fb"
 	"github.com/ringwire/ringwire/ring"
 )
 
