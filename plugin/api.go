@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/protocol"
 )
 
@@ -48,6 +49,11 @@ var (
 	ErrDecode = protocol.ErrDecode
 	// ErrTooLarge: a request or reply exceeds the connection's limit.
 	ErrTooLarge = protocol.ErrTooLarge
+	// ErrUnauthorized: the plugin's (or the host's) token was missing or
+	// wrong. It is permanent: a Session does not retry it.
+	ErrUnauthorized = negotiate.ErrUnauthorized
+	// ErrVersion: host and plugin speak no common protocol version.
+	ErrVersion = negotiate.ErrVersion
 )
 
 // NewMux returns an empty Mux.
