@@ -37,6 +37,10 @@ type process struct {
 // tailLines is how many of a process's last output lines its errors quote.
 const tailLines = 3
 
+// outputSettle bounds how long lastOutput waits for an exited process's
+// output to be read (a grandchild may hold the pipes open).
+const outputSettle = 500 * time.Millisecond
+
 // note keeps line among the last lines of output.
 func (p *process) note(line string) {
 	if len(line) > 200 {
@@ -51,8 +55,20 @@ func (p *process) note(line string) {
 }
 
 // lastOutput quotes the last lines the process printed ("" if none), for
-// errors about a process that did not start.
+// errors about a process that did not start. It first lets the output of a
+// process that has exited drain, for up to outputSettle.
 func (p *process) lastOutput() string {
+	if p.hasExited() {
+		drained := make(chan struct{})
+		go func() {
+			p.output.Wait()
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-time.After(outputSettle):
+		}
+	}
 	p.tailMu.Lock()
 	defer p.tailMu.Unlock()
 	if len(p.tail) == 0 {
