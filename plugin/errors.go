@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/ringwire/ringwire/internal/errs"
 	"github.com/ringwire/ringwire/negotiate"
 )
 
@@ -40,8 +41,9 @@ var (
 	ErrUnavailable = errors.New("plugin: unavailable")
 	// ErrKilled: a graceful stop ran out of budget and the plugin was killed.
 	ErrKilled = errors.New("plugin: killed after the stop budget")
-	// ErrClosed: use of a Listener, or of a Client after Close or Stop.
-	ErrClosed = errors.New("plugin: closed")
+	// ErrClosed: use of a Listener, or of a Client after Close or Stop
+	// (the same value as protocol.ErrClosed; it matches net.ErrClosed).
+	ErrClosed = errs.Closed
 	// ErrIntegrity: the plugin binary does not have the SHA-256 that
 	// Config.SHA256 requires (or cannot be read to check it).
 	ErrIntegrity = errors.New("plugin: binary integrity check failed")

@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ringwire/ringwire/internal/errs"
 )
 
 // Sentinel errors, matched with errors.Is.
 var (
-	// ErrClosed: this side closed the Peer.
-	ErrClosed = errors.New("protocol: closed")
+	// ErrClosed: this side closed the Peer (the same value as
+	// transport.ErrClosed; it matches net.ErrClosed).
+	ErrClosed = errs.Closed
 	// ErrPeerGone: the connection failed or the peer hung up; calls in flight
-	// fail with it.
-	ErrPeerGone = errors.New("protocol: peer gone")
+	// fail with it (the same value as transport.ErrPeerGone).
+	ErrPeerGone = errs.PeerGone
 	// ErrUnknownMethod: the peer serves no such method (or object type, or
 	// handle).
 	ErrUnknownMethod = errors.New("protocol: unknown method")
@@ -23,7 +26,7 @@ var (
 	// connection is closed.
 	ErrCorrupt = errors.New("protocol: corrupt message")
 	// ErrTooLarge: a request or reply exceeds the connection's limit.
-	ErrTooLarge = errors.New("protocol: message too large")
+	ErrTooLarge = errs.TooLarge
 	// ErrNoCallback: Callback was used outside a call that carries a
 	// call-scoped callback.
 	ErrNoCallback = errors.New("protocol: no callback for this call")

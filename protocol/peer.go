@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ringwire/ringwire/internal/layered"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -234,8 +233,8 @@ func (p *Peer) fail(cause error) {
 		p.err = ErrClosed
 	case errors.Is(cause, ErrCorrupt), errors.Is(cause, transport.ErrCorrupt):
 		p.err = fmt.Errorf("%w: %w", ErrPeerGone, cause)
-	case errors.Is(cause, transport.ErrPeerGone):
-		p.err = layered.Wrap(ErrPeerGone, transport.ErrPeerGone, cause)
+	case errors.Is(cause, ErrPeerGone):
+		p.err = cause // one sentinel for every layer: nothing to add
 	default:
 		p.err = fmt.Errorf("%w: %w", ErrPeerGone, cause)
 	}

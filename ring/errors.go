@@ -1,6 +1,10 @@
 package ring
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/ringwire/ringwire/internal/errs"
+)
 
 // Sentinel errors. Every error the package returns wraps one of them.
 var (
@@ -8,14 +12,16 @@ var (
 	// protocol: a bad header, a position out of range, a misaligned or oversized
 	// record. The ring is unusable afterwards and every call returns it again.
 	ErrCorrupt = errors.New("ring: corrupt")
-	// ErrPeerGone reports that the other side died or hung up.
-	ErrPeerGone = errors.New("ring: peer gone")
-	// ErrClosed reports use after Close.
-	ErrClosed = errors.New("ring: closed")
-	// ErrTimeout reports that a deadline passed before the operation could complete.
-	ErrTimeout = errors.New("ring: deadline exceeded")
+	// ErrPeerGone reports that the other side died or hung up (the same
+	// value as transport.ErrPeerGone and protocol.ErrPeerGone).
+	ErrPeerGone = errs.PeerGone
+	// ErrClosed reports use after Close; it matches net.ErrClosed.
+	ErrClosed = errs.Closed
+	// ErrTimeout reports that a deadline passed before the operation could
+	// complete; it matches os.ErrDeadlineExceeded.
+	ErrTimeout = errs.Timeout
 	// ErrTooLarge reports a record or message over the configured maximum.
-	ErrTooLarge = errors.New("ring: too large")
+	ErrTooLarge = errs.TooLarge
 	// ErrCanceled reports a wait for room abandoned because its cancel channel
 	// was closed (ReserveUntil, StagePartsUntil).
 	ErrCanceled = errors.New("ring: canceled")

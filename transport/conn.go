@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/errs"
 	"github.com/ringwire/ringwire/internal/layered"
 	"github.com/ringwire/ringwire/ring"
 )
@@ -14,20 +15,22 @@ import (
 // of negotiate's refusal errors, ring.ErrCorrupt, or the net error that ended
 // a framed connection).
 var (
-	// ErrClosed reports use of a Conn after Close.
-	ErrClosed = errors.New("transport: closed")
-	// ErrPeerGone reports that the other side hung up or died.
-	ErrPeerGone = errors.New("transport: peer gone")
+	// ErrClosed reports use of a Conn after Close (the same value as
+	// ring.ErrClosed and protocol.ErrClosed; it matches net.ErrClosed).
+	ErrClosed = errs.Closed
+	// ErrPeerGone reports that the other side hung up or died (the same
+	// value as ring.ErrPeerGone and protocol.ErrPeerGone).
+	ErrPeerGone = errs.PeerGone
 	// ErrCorrupt reports bytes from the peer that break the framing: a bad
 	// header, an unknown flag, a compressed payload that does not decode to
 	// its declared size. The connection is closed.
 	ErrCorrupt = errors.New("transport: corrupt frame")
 	// ErrTooLarge reports a message over the negotiated maximum, or a
 	// compressed frame that would decompress beyond it.
-	ErrTooLarge = errors.New("transport: message too large")
+	ErrTooLarge = errs.TooLarge
 	// ErrTimeout reports a deadline that passed (it also matches
 	// os.ErrDeadlineExceeded, so net-style timeout checks work).
-	ErrTimeout = fmt.Errorf("transport: deadline exceeded: %w", errDeadline)
+	ErrTimeout = errs.Timeout
 	// ErrConfig reports an unusable Config, such as TCP without TLS.
 	ErrConfig = errors.New("transport: invalid configuration")
 	// ErrCanceled reports a SendPartsUntil abandoned because its cancel
@@ -219,16 +222,10 @@ func convertRingErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ring.ErrTimeout):
-		return layered.Wrap(ErrTimeout, ring.ErrTimeout, err)
-	case errors.Is(err, ring.ErrPeerGone):
-		return layered.Wrap(ErrPeerGone, ring.ErrPeerGone, err)
-	case errors.Is(err, ring.ErrClosed):
-		return layered.Wrap(ErrClosed, ring.ErrClosed, err)
 	case errors.Is(err, ring.ErrCorrupt):
 		return layered.Wrap(ErrCorrupt, ring.ErrCorrupt, err)
-	case errors.Is(err, ring.ErrTooLarge):
-		return layered.Wrap(ErrTooLarge, ring.ErrTooLarge, err)
 	}
+	// ring's ErrTimeout, ErrPeerGone, ErrClosed and ErrTooLarge are this
+	// package's: the error needs no mapping.
 	return err
 }

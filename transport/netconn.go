@@ -114,6 +114,11 @@ type ncConn struct {
 // ncNoDeadline marks an unset deadline.
 const ncNoDeadline = 0
 
+// errWriteClosed is the error of a Write after CloseWrite: the connection is
+// not closed (reads go on), so it does not match net.ErrClosed, as a
+// TCPConn's "broken pipe" does not.
+var errWriteClosed = errors.New("transport: write after CloseWrite")
+
 // ncErrClosed is the error of calls on a NetConn after its Close.
 var ncErrClosed = fmt.Errorf("%w (%w)", net.ErrClosed, ErrClosed)
 
@@ -253,7 +258,7 @@ func (c *ncConn) Write(p []byte) (int, error) {
 			return n, c.opError("write", ncErrClosed)
 		}
 		if c.wshut {
-			return n, c.opError("write", fmt.Errorf("transport: write after CloseWrite: %w", ErrClosed))
+			return n, c.opError("write", errWriteClosed)
 		}
 		if ncExpired(c.wdeadline.Load()) {
 			return n, c.opError("write", ncTimeoutError{ErrTimeout})

@@ -298,8 +298,8 @@ func testNetConnBehaviour(t *testing.T, mk func(t *testing.T) (Conn, Conn)) {
 			t.Errorf("second CloseWrite: %v", err)
 		}
 		_, err := c1.Write([]byte("more"))
-		if err == nil || errors.Is(err, net.ErrClosed) || !errors.Is(err, ErrClosed) {
-			t.Errorf("Write after CloseWrite: %v; want an error matching ErrClosed but not net.ErrClosed", err)
+		if err == nil || errors.Is(err, net.ErrClosed) || !errors.Is(err, errWriteClosed) {
+			t.Errorf("Write after CloseWrite: %v; want errWriteClosed, not net.ErrClosed", err)
 		}
 		got, err := io.ReadAll(c2)
 		if err != nil || !bytes.Equal(got, request) {
