@@ -158,7 +158,7 @@ func NewPeer(conn transport.Conn, o Options) *Peer {
 	p.budget.max = mb
 	p.peerBye = make(chan struct{})
 	p.base, p.cancelBase = context.WithCancel(parent)
-	guardAdd(p)
+	p.guardInit()
 	go p.background()
 	return p
 }
@@ -243,7 +243,7 @@ func (p *Peer) fail(cause error) {
 	err := p.err
 	p.mu.Unlock()
 
-	guardRemove(p)
+	p.guardStop()
 	p.unwatch()
 	_ = p.conn.Close()
 	p.cancelBase()

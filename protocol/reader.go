@@ -43,6 +43,7 @@ type readToken struct {
 
 	inlineStart  atomic.Int64 // nanotime at which the running inline handler started; 0: none
 	inlineMethod atomic.Pointer[method]
+	guard        guardState // watches inline handlers (guard.go)
 }
 
 // Outcomes of await.

@@ -135,8 +135,9 @@ func (p *Peer) incoming(data []byte, primary bool) bool {
 		// guard can start another reader if this handler turns out slow.
 		p.conn.Release()
 		p.inlineMethod.Store(meth)
-		p.inlineStart.Store(nanotime())
-		guardNotify()
+		now := nanotime()
+		p.inlineStart.Store(now)
+		p.guardStart(now)
 		p.release()
 		p.serve(job)
 		p.inlineStart.Store(0)
