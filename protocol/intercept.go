@@ -1,6 +1,9 @@
 package protocol
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 // ClientInterceptor wraps this side's outgoing calls (Options.Intercept):
 // it runs call, which makes the call and returns its error, and may act
@@ -22,17 +25,24 @@ type ServerInterceptor func(ctx context.Context, method string, req []byte, hand
 // that serves m; the first added runs outermost. Add them before m is used.
 func (m *Mux) Intercept(i ...ServerInterceptor) {
 	m.mu.Lock()
-	m.icpt = append(m.icpt, i...)
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	var all []ServerInterceptor
+	if p := m.icpt.Load(); p != nil {
+		all = slices.Clone(*p)
+	}
+	all = append(all, i...)
+	m.icpt.Store(&all)
 }
 
+// interceptors is read on every served call: one atomic load, no lock.
 func (m *Mux) interceptors() []ServerInterceptor {
 	if m == nil {
 		return nil
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.icpt
+	if p := m.icpt.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // chainServer runs icpt around handle, outermost first.

@@ -119,7 +119,7 @@ type Mux struct {
 	mu      sync.RWMutex
 	methods map[string]*method
 	types   map[string]Constructor
-	icpt    []ServerInterceptor
+	icpt    atomic.Pointer[[]ServerInterceptor]
 }
 
 // NewMux returns an empty Mux.
