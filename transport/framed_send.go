@@ -5,7 +5,9 @@ package transport
 //
 // A send encodes its frames (header in a small scratch buffer, payload
 // referenced, or compressed into a pooled buffer) and then either writes
-// them itself or hands them to the connection's send queue:
+// them itself or hands them to the connection's send queue (a large frame
+// to be compressed first waits for room for its raw size and compresses
+// within that room, so senders waiting for room are not compressing):
 //
 //   - Direct. When nothing is queued, no write is in progress and nc is a
 //     Unix or TCP socket, the sender makes ONE non-blocking writev of its
@@ -105,10 +107,49 @@ func (c *framedConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, 
 		return fmt.Errorf("%w: message of %d bytes, limit %d", ErrTooLarge, n, c.max)
 	}
 	r := c.newReq(1)
-	c.encode(r, r.hdr[:12], typ, head, body)
-	err := c.send(r, deadline, cancel)
+	var err error
+	if n := len(head) + len(body); c.flag != 0 && n >= c.thresh && n > framedSmallCopy {
+		err = c.sendCompressed(r, deadline, cancel, typ, head, body)
+	} else {
+		c.encode(r, r.hdr[:12], typ, head, body)
+		err = c.send(r, deadline, cancel)
+	}
 	c.freeReq(r)
 	return err
+}
+
+// sendCompressed sends a large frame that is to be compressed: it first
+// waits for room for the most the frame can take on the wire (its raw size
+// plus a header: a body that does not shrink is sent plain), holds that room
+// while it compresses, then sends what the compression made in its place.
+// Compression's buffers (a joined copy, the output, the coder's window)
+// thus exist for at most the queue's budget worth of sends at a time, not
+// for every sender waiting, and a send that gives up compresses nothing.
+func (c *framedConn) sendCompressed(r *frameReq, deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
+	bound := frameHeaderLen + len(head) + len(body)
+	c.wmu.Lock()
+	if err := c.sendErr(); err != nil {
+		c.wmu.Unlock()
+		return err
+	}
+	if len(c.waiters) > 0 || !c.fitsLocked(bound) {
+		if err := c.waitRoom(bound, deadline, cancel); err != nil {
+			c.wmu.Unlock()
+			return err
+		}
+	}
+	c.addHeld(bound)
+	c.wmu.Unlock()
+	c.encode(r, r.hdr[:12], typ, head, body)
+	c.wmu.Lock()
+	c.wheld -= bound
+	if err := c.sendErr(); err != nil {
+		// Closed or broken while we compressed: nothing of r went out.
+		c.wakeHeadLocked()
+		c.wmu.Unlock()
+		return err
+	}
+	return c.admitLocked(r)
 }
 
 // SendBatch sends msgs in order, queued together so one write carries them.
@@ -226,6 +267,12 @@ func (c *framedConn) send(r *frameReq, deadline time.Time, cancel <-chan struct{
 			return err
 		}
 	}
+	return c.admitLocked(r)
+}
+
+// admitLocked writes r directly or queues it; it is called with wmu held,
+// once r may go in, and returns with it released.
+func (c *framedConn) admitLocked(r *frameReq) error {
 	// Waiters left behind us may stay behind a direct write too.
 	if c.raw != nil && !c.writing && c.wheld == 0 {
 		c.writing = true

@@ -536,14 +536,21 @@ func TestFramedCloseLinger(t *testing.T) {
 
 // TestFramedSendHeldBound: however senders push at a peer that never reads,
 // the bytes the connection holds stay within the budget plus one message.
+// With ZSTD (compressible payloads), the room a large frame holds while it
+// is compressed counts too.
 func TestFramedSendHeldBound(t *testing.T) {
 	const maxSize = 1 << 20
-	for _, kind := range []string{"unix", "tls"} {
+	for _, kind := range []string{"unix", "tls", "unix-zstd"} {
 		t.Run("net="+kind, func(t *testing.T) {
 			var a *framedConn
-			if kind == "tls" {
+			pool := framedRandPool
+			switch kind {
+			case "tls":
 				a, _ = framedTLSPair(t, framedOptions{})
-			} else {
+			case "unix-zstd":
+				a, _ = framedPair(t, "unix", framedOptions{Compression: framedCompZstd})
+				pool = framedJSONPool
+			default:
 				a, _ = framedPair(t, "unix", framedOptions{})
 			}
 			var wg sync.WaitGroup
@@ -556,7 +563,7 @@ func TestFramedSendHeldBound(t *testing.T) {
 					defer wg.Done()
 					for i := 0; time.Now().Before(stop); i++ {
 						size := 1 + (g*7919+i*104729)%maxSize
-						err := a.SendPartsUntil(time.Now().Add(time.Duration(i%20)*time.Millisecond), nil, 1, framedRandPool[:size], nil)
+						err := a.SendPartsUntil(time.Now().Add(time.Duration(i%20)*time.Millisecond), nil, 1, pool[:size], nil)
 						mu.Lock()
 						if err == nil {
 							accepted++
