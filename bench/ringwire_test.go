@@ -8,7 +8,6 @@ import (
 
 	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -48,14 +47,14 @@ func init() {
 
 // echoMux is what the ringwire plugin serves; the host derives the contract
 // from it too.
-func echoMux() *protocol.Mux {
-	m := protocol.NewMux()
+func echoMux() *plugin.Mux {
+	m := plugin.NewMux()
 	m.Handle("echo", func(_ context.Context, req []byte) ([]byte, error) {
 		out := make([]byte, len(req)) // as a real handler builds its reply
 		copy(out, req)
 		return out, nil
 	})
-	m.HandleReply("echo0", func(_ context.Context, req []byte, w *protocol.Reply) error {
+	m.HandleReply("echo0", func(_ context.Context, req []byte, w *plugin.Reply) error {
 		_, err := w.Write(req)
 		return err
 	})

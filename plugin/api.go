@@ -1,40 +1,59 @@
 package plugin
 
 import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/negotiate"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 // The service definition and what handlers use, so that a plugin, its host
-// and their shared api package import this package alone. Each is the
-// protocol package's (see there).
+// and their shared api package import this package alone. The RPC engine
+// behind them is internal; docs/protocol.md specifies its wire format.
 type (
 	// Mux holds the methods a plugin (or a host, for callbacks) serves.
-	Mux = protocol.Mux
+	Mux = rpc.Mux
 	// Method is a typed method: its name and the codecs of its request and
 	// reply.
-	Method[Req, Resp any] = protocol.Method[Req, Resp]
+	Method[Req, Resp any] = rpc.Method[Req, Resp]
 	// Codec encodes and decodes the values of one type.
-	Codec[T any] = protocol.Codec[T]
+	Codec[T any] = rpc.Codec[T]
 	// Service is a service definition: name, version, typed methods.
-	Service = protocol.Service
+	Service = rpc.Service
 	// MethodInfo names a method and its signature (Info.Methods).
-	MethodInfo = protocol.MethodInfo
+	MethodInfo = rpc.MethodInfo
 	// Caller is what typed methods call through: *Client, *Session.
-	Caller = protocol.Caller
+	Caller = rpc.Caller
 	// Error is an error with a code that crosses the wire.
-	Error = protocol.Error
+	Error = rpc.Error
 	// Code classifies an Error (gRPC's status codes).
-	Code = protocol.Code
+	Code = rpc.Code
+	// Reply is the buffer a Mux.HandleReply handler writes its reply into:
+	// owned and reused by the connection, so serving allocates nothing.
+	Reply = rpc.Reply
+	// Object is a remote object a Mux.HandleType constructor makes for the
+	// other side's Client.New; it serves calls until destroyed (and is
+	// closed then, if it is an io.Closer).
+	Object = rpc.Object
+	// Handle is the caller's side of a remote Object.
+	Handle = rpc.Handle
 )
 
-// Error codes a handler returns with Errorf (the rest are protocol's).
+// Error codes a handler returns with Errorf. A caller also meets
+// CodeCanceled and CodeDeadlineExceeded (its context ended first, on the
+// other side) and CodeResourceExhaust (the other side's limits refused the
+// call).
 const (
-	CodeInvalidArgument  = protocol.CodeInvalidArgument
-	CodeNotFound         = protocol.CodeNotFound
-	CodePermissionDenied = protocol.CodePermissionDenied
-	CodeUnavailable      = protocol.CodeUnavailable
-	CodeInternal         = protocol.CodeInternal
+	CodeCanceled         = rpc.CodeCanceled
+	CodeDeadlineExceeded = rpc.CodeDeadlineExceeded
+	CodeInvalidArgument  = rpc.CodeInvalidArgument
+	CodeNotFound         = rpc.CodeNotFound
+	CodePermissionDenied = rpc.CodePermissionDenied
+	CodeResourceExhaust  = rpc.CodeResourceExhaust
+	CodeUnavailable      = rpc.CodeUnavailable
+	CodeInternal         = rpc.CodeInternal
 )
 
 // Sentinels of the layers below that a plugin's user meets (the same
@@ -42,13 +61,13 @@ const (
 var (
 	// ErrPeerGone: the connection failed or the other side died; calls in
 	// flight fail with it.
-	ErrPeerGone = protocol.ErrPeerGone
+	ErrPeerGone = rpc.ErrPeerGone
 	// ErrUnknownMethod: the other side serves no such method.
-	ErrUnknownMethod = protocol.ErrUnknownMethod
+	ErrUnknownMethod = rpc.ErrUnknownMethod
 	// ErrDecode: a typed method's request or reply did not decode.
-	ErrDecode = protocol.ErrDecode
+	ErrDecode = rpc.ErrDecode
 	// ErrTooLarge: a request or reply exceeds the connection's limit.
-	ErrTooLarge = protocol.ErrTooLarge
+	ErrTooLarge = rpc.ErrTooLarge
 	// ErrUnauthorized: the plugin's (or the host's) token was missing or
 	// wrong. It is permanent: a Session does not retry it.
 	ErrUnauthorized = negotiate.ErrUnauthorized
@@ -57,39 +76,68 @@ var (
 )
 
 // NewMux returns an empty Mux.
-func NewMux() *Mux { return protocol.NewMux() }
+func NewMux() *Mux { return rpc.NewMux() }
 
-// NewMethod declares a typed method (protocol.NewMethod).
+// NewMethod declares a typed method (rpc.NewMethod).
 func NewMethod[Req, Resp any](name string, req Codec[Req], resp Codec[Resp]) *Method[Req, Resp] {
-	return protocol.NewMethod(name, req, resp)
+	return rpc.NewMethod(name, req, resp)
 }
 
-// NewService declares a service (protocol.NewService).
-func NewService(name, version string, methods ...protocol.Declared) *Service {
-	return protocol.NewService(name, version, methods...)
+// NewService declares a service (rpc.NewService).
+func NewService(name, version string, methods ...rpc.Declared) *Service {
+	return rpc.NewService(name, version, methods...)
 }
 
-// Raw is the identity codec (protocol.Raw).
-func Raw() Codec[[]byte] { return protocol.Raw() }
+// Raw is the identity codec (rpc.Raw).
+func Raw() Codec[[]byte] { return rpc.Raw() }
 
-// JSON is the encoding/json codec (protocol.JSON).
-func JSON[T any]() Codec[T] { return protocol.JSON[T]() }
+// JSON is the encoding/json codec (rpc.JSON).
+func JSON[T any]() Codec[T] { return rpc.JSON[T]() }
 
 // FlatBuffers is the codec of a flatc-generated table type
-// (protocol.FlatBuffers).
-func FlatBuffers[T any, PT protocol.FlatBuffersTable[T]]() Codec[T] {
-	return protocol.FlatBuffers[T, PT]()
+// (rpc.FlatBuffers).
+func FlatBuffers[T any, PT rpc.FlatBuffersTable[T]]() Codec[T] {
+	return rpc.FlatBuffers[T, PT]()
 }
 
 // FlatBuffersRoot returns the root table of a finished buffer
-// (protocol.FlatBuffersRoot).
-func FlatBuffersRoot[T any, PT protocol.FlatBuffersTable[T]](buf []byte) T {
-	return protocol.FlatBuffersRoot[T, PT](buf)
+// (rpc.FlatBuffersRoot).
+func FlatBuffersRoot[T any, PT rpc.FlatBuffersTable[T]](buf []byte) T {
+	return rpc.FlatBuffersRoot[T, PT](buf)
 }
 
-// Errorf returns an *Error with code (protocol.Errorf).
+// Callback, from inside a handler, calls the handler the caller passed with
+// WithCallback for this call (a call back into the caller, e.g. one per
+// item of a scan). It fails with an error matching ErrUnknownMethod when the
+// caller passed none, and with ErrConfig outside a handler.
+func Callback(ctx context.Context, req []byte) ([]byte, error) {
+	out, err := rpc.Callback(ctx, req)
+	if errors.Is(err, rpc.ErrNoCallback) {
+		return nil, fmt.Errorf("%w: Callback outside a handler's context", ErrConfig)
+	}
+	return out, err
+}
+
+// WithCallback returns a context whose calls carry h: the handler serving
+// such a call may call h back with Callback, any number of times, until it
+// returns.
+func WithCallback(ctx context.Context, h func(ctx context.Context, req []byte) ([]byte, error)) context.Context {
+	return rpc.WithCallback(ctx, h)
+}
+
+// CallerOf returns, inside a handler, the other side of the connection the
+// call came on, to call the methods it serves (a plugin calling its host).
+func CallerOf(ctx context.Context) (Caller, bool) {
+	p, ok := rpc.PeerFromContext(ctx)
+	if !ok {
+		return nil, false
+	}
+	return p, true
+}
+
+// Errorf returns an *Error with code (rpc.Errorf).
 func Errorf(code Code, format string, args ...any) *Error {
-	return protocol.Errorf(code, format, args...)
+	return rpc.Errorf(code, format, args...)
 }
 
 var (

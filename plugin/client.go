@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 )
 
 // Client is the host's connection to one plugin: a launched process, an
@@ -15,7 +15,7 @@ import (
 // dialled. Its methods are safe for concurrent use.
 type Client struct {
 	cfg     *Config
-	peer    *protocol.Peer
+	peer    *rpc.Peer
 	info    Info
 	proc    *process  // nil unless launched
 	live    *liveness // launched: ends the liveness channel
@@ -26,7 +26,7 @@ type Client struct {
 	killed   atomic.Bool // Kill was called, or the process died
 }
 
-func newClient(cfg *Config, peer *protocol.Peer, proc *process, live *liveness) *Client {
+func newClient(cfg *Config, peer *rpc.Peer, proc *process, live *liveness) *Client {
 	c := &Client{cfg: cfg, peer: peer, info: infoFrom(peer.Info()), proc: proc, live: live, started: time.Now()}
 	if proc == nil {
 		c.done = make(chan struct{})
@@ -72,20 +72,20 @@ func (c *Client) watch() {
 	close(c.done)
 }
 
-// Call invokes method on the plugin (protocol.Peer.Call). When the plugin
-// dies, calls in flight fail with an error matching protocol.ErrPeerGone.
+// Call invokes method on the plugin (rpc.Peer.Call). When the plugin
+// dies, calls in flight fail with an error matching rpc.ErrPeerGone.
 func (c *Client) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	out, err := c.peer.Call(ctx, method, req)
 	return out, c.wrap(err)
 }
 
-// CallInto is Call that appends the reply to dst (protocol.Peer.CallInto).
+// CallInto is Call that appends the reply to dst (rpc.Peer.CallInto).
 func (c *Client) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
 	out, err := c.peer.CallInto(ctx, method, req, dst)
 	return out, c.wrap(err)
 }
 
-// CallView is the one-copy form of a call (protocol.Peer.CallView): f sees
+// CallView is the one-copy form of a call (rpc.Peer.CallView): f sees
 // the reply in place and only until it returns; f must be short and must not
 // call the plugin.
 func (c *Client) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
@@ -93,7 +93,7 @@ func (c *Client) CallView(ctx context.Context, method string, req []byte, f func
 }
 
 // New creates a remote object of type typ on the plugin.
-func (c *Client) New(ctx context.Context, typ string, args []byte) (*protocol.Handle, error) {
+func (c *Client) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
 	h, err := c.peer.New(ctx, typ, args)
 	return h, c.wrap(err)
 }
@@ -103,30 +103,30 @@ func (c *Client) New(ctx context.Context, typ string, args []byte) (*protocol.Ha
 func (c *Client) Ping(ctx context.Context) error { return c.wrap(c.peer.Ping(ctx)) }
 
 // wrap makes the end of a plugin that died (or was killed) read as
-// protocol.ErrPeerGone even where this side closed the connection after
+// rpc.ErrPeerGone even where this side closed the connection after
 // noticing it.
 func (c *Client) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
-	gone := errors.Is(err, protocol.ErrPeerGone) || (c.killed.Load() && errors.Is(err, protocol.ErrClosed))
+	gone := errors.Is(err, rpc.ErrPeerGone) || (c.killed.Load() && errors.Is(err, rpc.ErrClosed))
 	switch {
-	case c.stopping.Load() && (errors.Is(err, protocol.ErrGoAway) || errors.Is(err, protocol.ErrClosed)):
-		// Still matches what the Peer said (protocol.ErrGoAway during the
-		// stop, protocol.ErrClosed after it).
+	case c.stopping.Load() && (errors.Is(err, rpc.ErrGoAway) || errors.Is(err, rpc.ErrClosed)):
+		// Still matches what the Peer said (rpc.ErrGoAway during the
+		// stop, rpc.ErrClosed after it).
 		return &pluginError{name: c.cfg.Name, what: "closed (Stop or Close was called)", sentinels: []error{ErrClosed, err}}
 	case gone && c.proc != nil && c.proc.waitExit(exitSettle):
-		// Matches ErrExited and protocol.ErrPeerGone, not
-		// protocol.ErrClosed: this side did not close.
-		return &pluginError{name: c.cfg.Name, what: "the call failed", sentinels: []error{protocol.ErrPeerGone}, cause: c.proc.exitErr()}
-	case gone && !errors.Is(err, protocol.ErrPeerGone):
-		return errorf(c.cfg.Name, protocol.ErrPeerGone, nil, "the call failed: the plugin was killed")
+		// Matches ErrExited and rpc.ErrPeerGone, not
+		// rpc.ErrClosed: this side did not close.
+		return &pluginError{name: c.cfg.Name, what: "the call failed", sentinels: []error{rpc.ErrPeerGone}, cause: c.proc.exitErr()}
+	case gone && !errors.Is(err, rpc.ErrPeerGone):
+		return errorf(c.cfg.Name, rpc.ErrPeerGone, nil, "the call failed: the plugin was killed")
 	}
 	return err
 }
 
 // Peer is the underlying RPC connection.
-func (c *Client) Peer() *protocol.Peer { return c.peer }
+func (c *Client) Peer() *rpc.Peer { return c.peer }
 
 // Info is what the plugin declared in the handshake: name, version,
 // description, constants, and the negotiated transport.
@@ -156,7 +156,7 @@ func (c *Client) Wait() error {
 	if c.proc != nil {
 		return c.proc.err
 	}
-	if err := c.peer.Err(); !errors.Is(err, protocol.ErrClosed) {
+	if err := c.peer.Err(); !errors.Is(err, rpc.ErrClosed) {
 		return err
 	}
 	return nil
@@ -230,7 +230,7 @@ func termGrace(stop time.Duration) time.Duration {
 
 // Kill ends the plugin at once: SIGKILL for a launched plugin (waiting until
 // it is reaped), closing the connection otherwise. Calls in flight fail with
-// an error matching protocol.ErrPeerGone.
+// an error matching rpc.ErrPeerGone.
 func (c *Client) Kill() error {
 	c.killed.Store(true)
 	if c.proc == nil {

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -47,28 +47,28 @@ type Config struct {
 	Network, Address string
 
 	// Mux is what the host serves the plugin: the methods its handlers may
-	// call back (protocol.PeerFromContext inside a handler). nil: nothing.
-	Mux *protocol.Mux
+	// call back (rpc.PeerFromContext inside a handler). nil: nothing.
+	Mux *rpc.Mux
 	// Intercept wraps every call the host makes to the plugin (metrics,
-	// tracing, auth: see protocol.ClientInterceptor); Mux.Intercept wraps
+	// tracing, auth: see rpc.ClientInterceptor); Mux.Intercept wraps
 	// the calls it serves.
-	Intercept []protocol.ClientInterceptor
+	Intercept []rpc.ClientInterceptor
 
 	// Service is the service the host calls (the api package's
-	// protocol.Service). The host then works with any plugin of that
+	// rpc.Service). The host then works with any plugin of that
 	// service, at a version Versions accepts, that serves every method of
 	// Service with the same signature, whatever else it serves; anything
 	// else fails with ErrContractMismatch naming what differs. Service or
 	// Contract is required.
-	Service *protocol.Service
+	Service *rpc.Service
 	// Versions are the plugin versions of Service the host accepts:
 	// comparisons such as ">=1.2.0 <2" (all must hold). Empty: the major
 	// version of Service.
 	Versions string
 
 	// Contract, instead of Service, is a contract hash the plugin must
-	// present exactly: protocol.Contract of the plugin's method and type
-	// names and schema, or (*protocol.Mux).Contract of a shared definition.
+	// present exactly: rpc.Contract of the plugin's method and type
+	// names and schema, or (*rpc.Mux).Contract of a shared definition.
 	// A plugin with another contract is refused with ErrContractMismatch.
 	Contract []byte
 

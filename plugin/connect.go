@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -38,7 +38,7 @@ func connect(ctx context.Context, c *Config) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("plugin %q: connect: %w", c.Name, err)
 	}
-	peer := protocol.NewPeer(conn, protocol.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
+	peer := rpc.NewPeer(conn, rpc.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
 	cl := newClient(c, peer, nil, nil)
 	c.Logger.Info("ringwire: connected to remote plugin", "network", c.Network, "addr", c.Address,
 		"name", cl.info.Name, "version", cl.info.Version, "transport", cl.info.Transport.Kind.String())

@@ -10,7 +10,7 @@ import (
 )
 
 // Sentinel errors, matched with errors.Is. Errors from the layers below keep
-// their own sentinels too (protocol.ErrPeerGone, negotiate.ErrContractMismatch,
+// their own sentinels too (rpc.ErrPeerGone, negotiate.ErrContractMismatch,
 // negotiate.ErrUnauthorized, transport.ErrTimeout...).
 var (
 	// ErrNotLaunched: Serve found none of the environment a host sets (the
@@ -28,12 +28,12 @@ var (
 	ErrStartTimeout = errors.New("plugin: start timed out")
 	// ErrExited: the plugin process exited, before its handshake completed
 	// or with calls in flight; the error names its exit status or signal.
-	// A call's such error also matches protocol.ErrPeerGone.
+	// A call's such error also matches rpc.ErrPeerGone.
 	ErrExited = errors.New("plugin: process exited")
 	// ErrUnhealthy: the plugin stopped answering health pings.
 	ErrUnhealthy = errors.New("plugin: health check failed")
 	// ErrPluginRestarted: a call was in flight when its plugin died and the
-	// Session restarted it. Such errors also match protocol.ErrPeerGone.
+	// Session restarted it. Such errors also match rpc.ErrPeerGone.
 	ErrPluginRestarted = errors.New("plugin: restarted")
 	// ErrUnavailable: a Session has no running plugin (not started, stopped,
 	// or given up after MaxRestarts), or a call's context ended while it
@@ -42,7 +42,7 @@ var (
 	// ErrKilled: a graceful stop ran out of budget and the plugin was killed.
 	ErrKilled = errors.New("plugin: killed after the stop budget")
 	// ErrClosed: use of a Listener, or of a Client after Close or Stop
-	// (the same value as protocol.ErrClosed; it matches net.ErrClosed).
+	// (the same value as rpc.ErrClosed; it matches net.ErrClosed).
 	ErrClosed = errs.Closed
 	// ErrIntegrity: the plugin binary does not have the SHA-256 that
 	// Config.SHA256 requires (or cannot be read to check it).

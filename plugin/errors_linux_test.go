@@ -16,16 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 func init() {
-	// wraps serves "wrapped", whose handler wraps a *protocol.Error.
+	// wraps serves "wrapped", whose handler wraps a *rpc.Error.
 	roles["wraps"] = func() int {
-		m := protocol.NewMux()
+		m := rpc.NewMux()
 		m.Handle("wrapped", func(context.Context, []byte) ([]byte, error) {
-			return nil, fmt.Errorf("loading profile %q: %w", "ana", protocol.Errorf(protocol.CodeNotFound, "no such user"))
+			return nil, fmt.Errorf("loading profile %q: %w", "ana", rpc.Errorf(rpc.CodeNotFound, "no such user"))
 		})
 		return serve(&plugin.Plugin{Name: "wraps", Mux: m})
 	}
@@ -70,9 +70,9 @@ func TestUserErrors(t *testing.T) {
 		defer c.Kill()
 		_, err = c.Call(ctx, "sleep", []byte("5000"))
 		text := `plugin "crash": the call failed: process exited \(pid \d+, exit status 3\)`
-		checkErr(t, "call in flight", err, text, []error{plugin.ErrExited, protocol.ErrPeerGone}, protocol.ErrClosed, plugin.ErrClosed)
+		checkErr(t, "call in flight", err, text, []error{plugin.ErrExited, rpc.ErrPeerGone}, rpc.ErrClosed, plugin.ErrClosed)
 		_, err = c.Call(ctx, "echo", nil)
-		checkErr(t, "next call", err, text, []error{plugin.ErrExited, protocol.ErrPeerGone}, protocol.ErrClosed)
+		checkErr(t, "next call", err, text, []error{plugin.ErrExited, rpc.ErrPeerGone}, rpc.ErrClosed)
 	})
 	t.Run("killed by a signal", func(t *testing.T) {
 		c, err := plugin.Launch(ctx, pluginConfig("echo"))
@@ -87,7 +87,7 @@ func TestUserErrors(t *testing.T) {
 		<-c.Done()
 		_, err = c.Call(ctx, "echo", nil)
 		checkErr(t, "call", err, `plugin "echo": the call failed: process exited \(pid \d+, signal: killed\)`,
-			[]error{plugin.ErrExited, protocol.ErrPeerGone})
+			[]error{plugin.ErrExited, rpc.ErrPeerGone})
 	})
 	t.Run("never starts the handshake", func(t *testing.T) {
 		cfg := pluginConfig("sleep")
@@ -110,7 +110,7 @@ func TestUserErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = c.Call(ctx, "echo", nil)
-		checkErr(t, "call", err, `plugin "echo": closed \(Stop or Close was called\)`, []error{plugin.ErrClosed}, protocol.ErrPeerGone)
+		checkErr(t, "call", err, `plugin "echo": closed \(Stop or Close was called\)`, []error{plugin.ErrClosed}, rpc.ErrPeerGone)
 	})
 	t.Run("session gave up", func(t *testing.T) {
 		cfg := pluginConfig("crash", crashEnv+"=50ms")
@@ -134,11 +134,11 @@ func TestUserErrors(t *testing.T) {
 		}
 		defer c.Close()
 		_, err = c.Call(ctx, "nosuch", nil)
-		checkErr(t, "call", err, `remote: unimplemented: unknown method "nosuch"`, []error{protocol.ErrUnknownMethod})
+		checkErr(t, "call", err, `remote: unimplemented: unknown method "nosuch"`, []error{rpc.ErrUnknownMethod})
 	})
 	t.Run("wrapped remote error", func(t *testing.T) {
 		cfg := pluginConfig("wraps")
-		cfg.Contract = protocol.Contract([]string{"wrapped"}, nil)
+		cfg.Contract = rpc.Contract([]string{"wrapped"}, nil)
 		c, err := plugin.Launch(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -146,9 +146,9 @@ func TestUserErrors(t *testing.T) {
 		defer c.Close()
 		_, err = c.Call(ctx, "wrapped", nil)
 		checkErr(t, "call", err, `remote: not found: loading profile "ana": no such user`, nil)
-		var pe *protocol.Error
-		if !errors.As(err, &pe) || pe.Code != protocol.CodeNotFound {
-			t.Errorf("%v: want a *protocol.Error with CodeNotFound", err)
+		var pe *rpc.Error
+		if !errors.As(err, &pe) || pe.Code != rpc.CodeNotFound {
+			t.Errorf("%v: want a *rpc.Error with CodeNotFound", err)
 		}
 	})
 }

@@ -10,8 +10,8 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/negotiate"
-	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -111,7 +111,7 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("plugin %q: launch: %w", c.Name, err)
 	}
-	peer := protocol.NewPeer(conn, protocol.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
+	peer := rpc.NewPeer(conn, rpc.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
 	cl := newClient(c, peer, proc, live)
 	in := cl.info
 	c.Logger.Info("ringwire: plugin launched", "pid", proc.pid, "name", in.Name, "version", in.Version,

@@ -8,19 +8,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
 // ListenConfig configures a host Listener for external plugins.
 type ListenConfig struct {
 	// Mux is what the host serves every plugin that connects (nil: nothing).
-	Mux *protocol.Mux
+	Mux *rpc.Mux
 	// Intercept wraps the host's calls to every accepted plugin.
-	Intercept []protocol.ClientInterceptor
+	Intercept []rpc.ClientInterceptor
 	// Service and Versions, or Contract, are what plugins must serve (see
 	// Config.Service).
-	Service  *protocol.Service
+	Service  *rpc.Service
 	Versions string
 	Contract []byte
 	// Token authenticates plugins: one that does not present it is refused
@@ -125,7 +125,7 @@ func (l *Listener) Accept(ctx context.Context) (*Client, error) {
 			conn.Close()
 			return l.Accept(ctx)
 		}
-		peer := protocol.NewPeer(conn, protocol.Options{Mux: l.cfg.Mux, Logger: cfg.Logger, Intercept: l.cfg.Intercept})
+		peer := rpc.NewPeer(conn, rpc.Options{Mux: l.cfg.Mux, Logger: cfg.Logger, Intercept: l.cfg.Intercept})
 		cl := newClient(cfg, peer, nil, nil)
 		cfg.Logger.Info("ringwire: external plugin connected", "version", cl.info.Version,
 			"transport", cl.info.Transport.Kind.String(), "tls", cl.info.Transport.TLS)

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -167,7 +167,7 @@ func fill(s *plugin.Session, n int) *filler {
 					f.ok.Add(1)
 				} else {
 					f.fail.Add(1)
-					if errors.Is(err, protocol.ErrPeerGone) || errors.Is(err, plugin.ErrUnavailable) {
+					if errors.Is(err, rpc.ErrPeerGone) || errors.Is(err, plugin.ErrUnavailable) {
 						time.Sleep(5 * time.Millisecond) // between instances
 					}
 				}
@@ -261,7 +261,7 @@ func TestLiveSessionStopped(t *testing.T) {
 			}
 			select {
 			case err := <-block:
-				if !errors.Is(err, protocol.ErrPeerGone) || !errors.Is(err, plugin.ErrPluginRestarted) {
+				if !errors.Is(err, rpc.ErrPeerGone) || !errors.Is(err, plugin.ErrPluginRestarted) {
 					t.Errorf("the call in flight: %v, want ErrPeerGone and ErrPluginRestarted", err)
 				}
 			case <-time.After(time.Second):

@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 func init() {
 	// logs serves "log", which logs at every level with attributes, and
 	// "panic"; Plugin.Logger is nil, so Serve sends records to the host.
 	roles["logs"] = func() int {
-		m := protocol.NewMux()
+		m := rpc.NewMux()
 		m.Handle("log", func(ctx context.Context, _ []byte) ([]byte, error) {
 			slog.Debug("debug detail", "n", 1)
 			slog.Info("info note")
@@ -47,7 +47,7 @@ func TestPluginLogLevels(t *testing.T) {
 		t.Run(min.String(), func(t *testing.T) {
 			rec := newRecorder()
 			cfg := pluginConfig("logs")
-			cfg.Contract = protocol.Contract([]string{"log", "panic"}, nil)
+			cfg.Contract = rpc.Contract([]string{"log", "panic"}, nil)
 			cfg.Logger = slog.New(minLevel{rec, min})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()

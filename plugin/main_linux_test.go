@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -157,13 +157,13 @@ var childOutput = slog.New(&recorder{mu: new(sync.Mutex), discard: true})
 //	pid       returns the plugin's pid (decimal)
 //	callback  calls the host's "hostecho" with its request and returns the answer
 //	counter   (object type) counts calls of "add"
-func echoMux() *protocol.Mux {
-	m := protocol.NewMux()
+func echoMux() *rpc.Mux {
+	m := rpc.NewMux()
 	m.Handle("echo", func(_ context.Context, req []byte) ([]byte, error) {
 		return bytes.Clone(req), nil
 	})
 	m.Handle("block", func(ctx context.Context, req []byte) ([]byte, error) {
-		peer, _ := protocol.PeerFromContext(ctx)
+		peer, _ := rpc.PeerFromContext(ctx)
 		if _, err := peer.Call(ctx, "entered", nil); err != nil {
 			return nil, err
 		}
@@ -171,7 +171,7 @@ func echoMux() *protocol.Mux {
 		return nil, ctx.Err()
 	})
 	m.Handle("sleep", func(ctx context.Context, req []byte) ([]byte, error) {
-		peer, _ := protocol.PeerFromContext(ctx)
+		peer, _ := rpc.PeerFromContext(ctx)
 		if _, err := peer.Call(ctx, "entered", nil); err != nil {
 			return nil, err
 		}
@@ -183,13 +183,13 @@ func echoMux() *protocol.Mux {
 		return strconv.AppendInt(nil, int64(os.Getpid()), 10), nil
 	})
 	m.Handle("callback", func(ctx context.Context, req []byte) ([]byte, error) {
-		peer, _ := protocol.PeerFromContext(ctx)
+		peer, _ := rpc.PeerFromContext(ctx)
 		return peer.Call(ctx, "hostecho", req)
 	})
-	m.HandleType("counter", func(context.Context, []byte) (protocol.Object, error) {
+	m.HandleType("counter", func(context.Context, []byte) (rpc.Object, error) {
 		var n uint64
 		var mu sync.Mutex
-		return protocol.Methods{"add": func(context.Context, []byte) ([]byte, error) {
+		return rpc.Methods{"add": func(context.Context, []byte) ([]byte, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			n++
@@ -234,8 +234,8 @@ func childEnv(role string, env ...string) []string {
 
 // hostMux serves the plugins' callbacks: "entered" signals entered,
 // "hostecho" returns its request.
-func hostMux(entered chan<- struct{}) *protocol.Mux {
-	m := protocol.NewMux()
+func hostMux(entered chan<- struct{}) *rpc.Mux {
+	m := rpc.NewMux()
 	m.Handle("entered", func(context.Context, []byte) ([]byte, error) {
 		if entered != nil {
 			select {

@@ -4,7 +4,7 @@ import (
 	"maps"
 	"strings"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -26,7 +26,7 @@ type Info struct {
 	// (Plugin.Service), and Methods lists every method it serves with its
 	// signature; all empty for a plugin that declares no service.
 	Service, ServiceVersion string
-	Methods                 []protocol.MethodInfo
+	Methods                 []rpc.MethodInfo
 	// Transport is what the handshake negotiated (shared memory, Unix or
 	// TCP, TLS, compression) and the raw declaration of the peer.
 	Transport transport.Info

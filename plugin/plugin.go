@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/ringwire/ringwire/internal/handshake"
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -20,17 +20,17 @@ type Plugin struct {
 	Constants map[string]string
 	// Mux is what the plugin serves (nil: nothing); Mux.Intercept wraps
 	// the calls it serves.
-	Mux *protocol.Mux
+	Mux *rpc.Mux
 	// Intercept wraps the plugin's calls to its host (callbacks).
-	Intercept []protocol.ClientInterceptor
+	Intercept []rpc.ClientInterceptor
 	// Service, if set, is the service the plugin implements: Serve checks
 	// that Mux serves every one of its methods, and declares the service
 	// and all the methods of Mux in the handshake, so that hosts built
 	// against this version of the service or an older one with the same
 	// major version accept it (see Config.Service). Schema is then unused.
-	Service *protocol.Service
+	Service *rpc.Service
 	// Schema, if not empty, is mixed into the contract hash: the host's
-	// Config.Contract must be Mux.Contract(Schema) (or protocol.Contract of
+	// Config.Contract must be Mux.Contract(Schema) (or rpc.Contract of
 	// the same method and type names and the same Schema); without it,
 	// Mux.Contract().
 	Schema []byte
@@ -46,7 +46,7 @@ type Plugin struct {
 	// RINGWIRE_TLS_BUNDLE when that is set.
 	Transport transport.Config
 
-	empty *protocol.Mux // served when Mux is nil
+	empty *rpc.Mux // served when Mux is nil
 }
 
 func (p *Plugin) logger() *slog.Logger {
@@ -56,12 +56,12 @@ func (p *Plugin) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (p *Plugin) mux() *protocol.Mux {
+func (p *Plugin) mux() *rpc.Mux {
 	if p.Mux != nil {
 		return p.Mux
 	}
 	if p.empty == nil {
-		p.empty = protocol.NewMux()
+		p.empty = rpc.NewMux()
 	}
 	return p.empty
 }

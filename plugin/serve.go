@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -198,7 +198,7 @@ func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
 		conn.Close()
 		return err
 	}
-	peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: p.logger(), Intercept: p.Intercept})
+	peer := rpc.NewPeer(conn, rpc.Options{Mux: p.mux(), Logger: p.logger(), Intercept: p.Intercept})
 	select {
 	case <-peer.Done():
 	case <-ctx.Done():
@@ -208,7 +208,7 @@ func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
 }
 
 // drain shuts a connection down gracefully, bounded by drainTimeout.
-func drain(peer *protocol.Peer) {
+func drain(peer *rpc.Peer) {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	_ = peer.Shutdown(ctx)
@@ -227,7 +227,7 @@ func serveListener(ctx context.Context, p *Plugin, network, addr string, cfg *tr
 
 	var (
 		mu    sync.Mutex
-		peers = map[*protocol.Peer]struct{}{}
+		peers = map[*rpc.Peer]struct{}{}
 		wg    sync.WaitGroup
 	)
 	accepted := make(chan error, 1)
@@ -243,7 +243,7 @@ func serveListener(ctx context.Context, p *Plugin, network, addr string, cfg *tr
 				conn.Close()
 				continue
 			}
-			peer := protocol.NewPeer(conn, protocol.Options{Mux: p.mux(), Logger: log, Intercept: p.Intercept})
+			peer := rpc.NewPeer(conn, rpc.Options{Mux: p.mux(), Logger: log, Intercept: p.Intercept})
 			mu.Lock()
 			peers[peer] = struct{}{}
 			mu.Unlock()

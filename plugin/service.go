@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/ringwire/ringwire/internal/handshake"
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -46,7 +46,7 @@ const (
 
 // putTable stores methods in c under prefix+"0", prefix+"1"..., each value
 // within the handshake's bound on a constant.
-func putTable(c map[string]string, prefix string, methods []protocol.MethodInfo) {
+func putTable(c map[string]string, prefix string, methods []rpc.MethodInfo) {
 	var b strings.Builder
 	n := 0
 	flush := func() {
@@ -65,7 +65,7 @@ func putTable(c map[string]string, prefix string, methods []protocol.MethodInfo)
 }
 
 // table reads what putTable stored. ok is false if the peer declared none.
-func table(c map[string]string, prefix string) (methods []protocol.MethodInfo, ok bool, err error) {
+func table(c map[string]string, prefix string) (methods []rpc.MethodInfo, ok bool, err error) {
 	for n := 0; ; n++ {
 		v, found := c[prefix+strconv.Itoa(n)]
 		if !found {
@@ -76,7 +76,7 @@ func table(c map[string]string, prefix string) (methods []protocol.MethodInfo, o
 			if !found || name == "" {
 				return nil, true, fmt.Errorf("%w: malformed method table entry %q", ErrContractMismatch, line)
 			}
-			methods = append(methods, protocol.MethodInfo{Name: name, Signature: sig})
+			methods = append(methods, rpc.MethodInfo{Name: name, Signature: sig})
 		}
 	}
 }
@@ -85,7 +85,7 @@ func table(c map[string]string, prefix string) (methods []protocol.MethodInfo, o
 type declaration struct {
 	name, version string
 	versions      string // the host's accepted plugin versions
-	methods       []protocol.MethodInfo
+	methods       []rpc.MethodInfo
 }
 
 func readDeclaration(c map[string]string, prefix string) (d declaration, ok bool, err error) {

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 // A "text" service in three versions: 1.1 (upper, greet), 1.2 (adds
@@ -22,13 +22,13 @@ type greeting struct {
 }
 
 var (
-	svcUpper     = protocol.NewMethod("upper", protocol.Raw(), protocol.Raw())
-	svcGreet     = protocol.NewMethod("greet", protocol.JSON[greeting](), protocol.JSON[greeting]())
-	svcShout     = protocol.NewMethod("shout", protocol.Raw(), protocol.Raw())
-	svcUpperJSON = protocol.NewMethod("upper", protocol.JSON[greeting](), protocol.Raw())
+	svcUpper     = rpc.NewMethod("upper", rpc.Raw(), rpc.Raw())
+	svcGreet     = rpc.NewMethod("greet", rpc.JSON[greeting](), rpc.JSON[greeting]())
+	svcShout     = rpc.NewMethod("shout", rpc.Raw(), rpc.Raw())
+	svcUpperJSON = rpc.NewMethod("upper", rpc.JSON[greeting](), rpc.Raw())
 
-	textV11 = protocol.NewService("text", "1.1.0", svcUpper, svcGreet)
-	textV12 = protocol.NewService("text", "1.2.0", svcUpper, svcGreet, svcShout)
+	textV11 = rpc.NewService("text", "1.1.0", svcUpper, svcGreet)
+	textV12 = rpc.NewService("text", "1.2.0", svcUpper, svcGreet, svcShout)
 )
 
 func init() {
@@ -37,14 +37,14 @@ func init() {
 	roles["text2.0"] = func() int { return serve(textPlugin("2.0.0", true)) }
 	roles["textother"] = func() int {
 		p := textPlugin("1.2.0", true)
-		p.Service = protocol.NewService("math", "1.2.0", svcUpper, svcGreet, svcShout)
+		p.Service = rpc.NewService("math", "1.2.0", svcUpper, svcGreet, svcShout)
 		return serve(p)
 	}
 	roles["textsig"] = func() int {
-		m := protocol.NewMux()
+		m := rpc.NewMux()
 		svcUpperJSON.Handle(m, func(_ context.Context, g greeting) ([]byte, error) { return []byte(strings.ToUpper(g.Name)), nil })
 		svcGreet.Handle(m, greet)
-		return serve(&plugin.Plugin{Name: "text", Version: "1.1.0", Mux: m, Service: protocol.NewService("text", "1.1.0", svcUpperJSON, svcGreet)})
+		return serve(&plugin.Plugin{Name: "text", Version: "1.1.0", Mux: m, Service: rpc.NewService("text", "1.1.0", svcUpperJSON, svcGreet)})
 	}
 	// textflip serves 1.2 and crashes the first time (creating the file
 	// flipEnv names), then serves 1.1 only.
@@ -66,21 +66,21 @@ func greet(_ context.Context, g greeting) (greeting, error) {
 }
 
 func textPlugin(version string, shout bool) *plugin.Plugin {
-	m := protocol.NewMux()
+	m := rpc.NewMux()
 	svcUpper.Handle(m, func(_ context.Context, b []byte) ([]byte, error) { return []byte(strings.ToUpper(string(b))), nil })
 	svcGreet.Handle(m, greet)
-	svc := protocol.NewService("text", version, svcUpper, svcGreet)
+	svc := rpc.NewService("text", version, svcUpper, svcGreet)
 	if shout {
 		svcShout.Handle(m, func(_ context.Context, b []byte) ([]byte, error) {
 			return []byte(strings.ToUpper(string(b)) + "!"), nil
 		})
-		svc = protocol.NewService("text", version, svcUpper, svcGreet, svcShout)
+		svc = rpc.NewService("text", version, svcUpper, svcGreet, svcShout)
 	}
 	return &plugin.Plugin{Name: "text", Version: version, Mux: m, Service: svc}
 }
 
 // textConfig launches role for a host that needs svc.
-func textConfig(role string, svc *protocol.Service, env ...string) *plugin.Config {
+func textConfig(role string, svc *rpc.Service, env ...string) *plugin.Config {
 	cfg := pluginConfig(role, env...)
 	cfg.Contract, cfg.Service = nil, svc
 	return cfg
@@ -136,7 +136,7 @@ func TestServiceSuperset(t *testing.T) {
 func TestServiceMismatch(t *testing.T) {
 	for _, c := range []struct {
 		name, role string
-		svc        *protocol.Service
+		svc        *rpc.Service
 		versions   string
 		want       string
 	}{
@@ -216,10 +216,10 @@ func TestConfigIntercept(t *testing.T) {
 	defer cancel()
 	var calls []string
 	cfg := textConfig("text1.2", textV12)
-	cfg.Intercept = []protocol.ClientInterceptor{func(ctx context.Context, method string, req []byte, call func(context.Context) error) error {
+	cfg.Intercept = []rpc.ClientInterceptor{func(ctx context.Context, method string, req []byte, call func(context.Context) error) error {
 		calls = append(calls, method+" "+string(req))
 		if method == "shout" {
-			return protocol.Errorf(protocol.CodePermissionDenied, "no shouting")
+			return rpc.Errorf(rpc.CodePermissionDenied, "no shouting")
 		}
 		return call(ctx)
 	}}

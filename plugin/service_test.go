@@ -6,15 +6,15 @@ import (
 	"testing"
 
 	"github.com/ringwire/ringwire/internal/handshake"
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 )
 
 func TestMethodTable(t *testing.T) {
-	var ms []protocol.MethodInfo
+	var ms []rpc.MethodInfo
 	for i := range 300 { // more than one constant's worth
-		ms = append(ms, protocol.MethodInfo{Name: fmt.Sprintf("method%03d", i), Signature: "json:api.Request -> json:api.Reply"})
+		ms = append(ms, rpc.MethodInfo{Name: fmt.Sprintf("method%03d", i), Signature: "json:api.Request -> json:api.Reply"})
 	}
-	ms = append(ms, protocol.MethodInfo{Name: "untyped"})
+	ms = append(ms, rpc.MethodInfo{Name: "untyped"})
 	c := map[string]string{}
 	putTable(c, servesKey, ms)
 	if len(c) < 3 {

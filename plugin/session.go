@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ringwire/ringwire/protocol"
+	"github.com/ringwire/ringwire/internal/rpc"
 )
 
 // Session supervises one plugin: it launches it (or, with Config.Address,
@@ -17,7 +17,7 @@ import (
 // MaxRestarts in a row. Its methods are safe for concurrent use.
 //
 // Calls go to the current instance. When it dies, calls in flight fail at
-// once with an error matching protocol.ErrPeerGone, and also
+// once with an error matching rpc.ErrPeerGone, and also
 // ErrPluginRestarted if the Session restarts the plugin. Calls made while a
 // restart is under way wait for the new instance until their context ends
 // (then they fail with ErrUnavailable and the context's error); calls made
@@ -414,7 +414,7 @@ func (s *Session) client(ctx context.Context) (*Client, error) {
 // callErr adds ErrPluginRestarted to the error of a call whose instance c
 // died, when the Session restarts (or has restarted) the plugin.
 func (s *Session) callErr(c *Client, err error) error {
-	if err == nil || !errors.Is(err, protocol.ErrPeerGone) {
+	if err == nil || !errors.Is(err, rpc.ErrPeerGone) {
 		return err
 	}
 	s.mu.Lock()
@@ -453,7 +453,7 @@ func (s *Session) CallInto(ctx context.Context, method string, req, dst []byte) 
 	return out, s.callErr(c, err)
 }
 
-// CallView is CallInto's one-copy form (protocol.Peer.CallView): f sees the
+// CallView is CallInto's one-copy form (rpc.Peer.CallView): f sees the
 // reply, in the connection's memory when this goroutine read it itself, and
 // only until it returns.
 func (s *Session) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
@@ -466,7 +466,7 @@ func (s *Session) CallView(ctx context.Context, method string, req []byte, f fun
 
 // New creates a remote object on the current instance; the handle dies with
 // that instance.
-func (s *Session) New(ctx context.Context, typ string, args []byte) (*protocol.Handle, error) {
+func (s *Session) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
 	c, err := s.client(ctx)
 	if err != nil {
 		return nil, err

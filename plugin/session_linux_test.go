@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 // startSession starts a Session and stops it at cleanup.
@@ -103,7 +103,7 @@ func TestSessionKillMidCall(t *testing.T) {
 	}
 	took := r.at.Sub(killed)
 	t.Logf("call failed %v after SIGKILL: %v", took, r.err)
-	if !errors.Is(r.err, protocol.ErrPeerGone) || !errors.Is(r.err, plugin.ErrPluginRestarted) {
+	if !errors.Is(r.err, rpc.ErrPeerGone) || !errors.Is(r.err, plugin.ErrPluginRestarted) {
 		t.Errorf("call error %v, want ErrPeerGone and ErrPluginRestarted", r.err)
 	}
 	if took >= 100*time.Millisecond {
@@ -261,7 +261,7 @@ func TestSessionNoRestart(t *testing.T) {
 	syscall.Kill(s.Status().PID, syscall.SIGKILL)
 	select {
 	case err := <-done:
-		if !errors.Is(err, protocol.ErrPeerGone) || errors.Is(err, plugin.ErrPluginRestarted) {
+		if !errors.Is(err, rpc.ErrPeerGone) || errors.Is(err, plugin.ErrPluginRestarted) {
 			t.Errorf("call error %v, want ErrPeerGone without ErrPluginRestarted", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -299,7 +299,7 @@ func TestSessionCallsThroughRestarts(t *testing.T) {
 				switch {
 				case err == nil && string(out) == "x":
 					n.ok++
-				case errors.Is(err, protocol.ErrPeerGone):
+				case errors.Is(err, rpc.ErrPeerGone):
 					n.gone++
 				case errors.Is(err, plugin.ErrUnavailable):
 					n.unavailable++

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 // callAsync runs a call in the background once the plugin has entered its
@@ -54,7 +54,7 @@ func TestStopDrainsInFlight(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.Call(ctx, "echo", nil); !errors.Is(err, protocol.ErrGoAway) {
+	if _, err := c.Call(ctx, "echo", nil); !errors.Is(err, rpc.ErrGoAway) {
 		t.Errorf("call during the stop: %v, want ErrGoAway", err)
 	}
 	if err := <-call; err != nil {

@@ -1,17 +1,16 @@
-// Package protocol is ringwire's RPC engine: many calls in flight on one
-// transport.Conn, matched by call id, with deadlines, cancellation, errors
-// that keep their code across the wire, callbacks into the caller, remote
-// objects and a health ping. Both ends of a connection are a Peer: either may
-// serve methods and call the other's.
+// Package protocol names ringwire's RPC wire protocol: what a host and a
+// plugin say to each other once the handshake (package negotiate, and
+// docs/handshake.md) has given them a transport.Conn.
 //
-// The data path (call and reply) uses a fixed 28-byte binary header (see
-// envelope.go and docs/protocol.md); control bodies (errors, goaway) are
-// FlatBuffers (control.fbs).
+// The protocol is specified in docs/protocol.md: a fixed 28-byte binary
+// header for calls and replies, FlatBuffers bodies for control messages
+// (errors, goaway; the schema is internal/rpc/control.fbs), call ids that
+// multiplex many calls on one connection, deadlines and cancellation that
+// travel with a call, callbacks into the caller, remote objects, and a health
+// ping.
 //
-// Latency: a Peer reads its connection from whichever goroutine needs it. A
-// caller waiting for its reply reads the connection itself (no hand-off to a
-// reader goroutine), and a request whose handler has been fast so far runs on
-// the reading goroutine itself (no hand-off to a handler goroutine). A handler
-// that turns out slow is detected and its method moved to goroutines, so one
-// slow handler cannot stall the connection for more than about a millisecond.
+// Nothing here is for import. Plugins and hosts use package plugin, which
+// serves and calls methods over this protocol (Mux, Method, Service, Codec,
+// Error); the engine itself is internal/rpc, so that the public surface stays
+// one package a user can keep in their head.
 package protocol

@@ -13,7 +13,7 @@ var (
 	// record. The ring is unusable afterwards and every call returns it again.
 	ErrCorrupt = errors.New("ring: corrupt")
 	// ErrPeerGone reports that the other side died or hung up (the same
-	// value as transport.ErrPeerGone and protocol.ErrPeerGone).
+	// value as transport.ErrPeerGone and rpc.ErrPeerGone).
 	ErrPeerGone = errs.PeerGone
 	// ErrClosed reports use after Close; it matches net.ErrClosed.
 	ErrClosed = errs.Closed

@@ -16,10 +16,10 @@ import (
 // a framed connection).
 var (
 	// ErrClosed reports use of a Conn after Close (the same value as
-	// ring.ErrClosed and protocol.ErrClosed; it matches net.ErrClosed).
+	// ring.ErrClosed and rpc.ErrClosed; it matches net.ErrClosed).
 	ErrClosed = errs.Closed
 	// ErrPeerGone reports that the other side hung up or died (the same
-	// value as ring.ErrPeerGone and protocol.ErrPeerGone).
+	// value as ring.ErrPeerGone and rpc.ErrPeerGone).
 	ErrPeerGone = errs.PeerGone
 	// ErrCorrupt reports bytes from the peer that break the framing: a bad
 	// header, an unknown flag, a compressed payload that does not decode to

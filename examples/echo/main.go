@@ -21,12 +21,11 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 // The plugin's side: what it serves and declares.
 func echoPlugin() *plugin.Plugin {
-	mux := protocol.NewMux()
+	mux := plugin.NewMux()
 	// A view handler: the request is read in place and the reply copied
 	// once, straight back into the other ring.
 	mux.HandleView("echo.Echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })

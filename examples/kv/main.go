@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 )
 
 // ---- the plugin ----
@@ -42,14 +41,14 @@ func (s *store) Call(ctx context.Context, method string, req []byte) ([]byte, er
 	case "put":
 		k, v, ok := bytes.Cut(req, []byte{0})
 		if !ok {
-			return nil, protocol.Errorf(protocol.CodeInvalidArgument, "put wants key\\x00value")
+			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "put wants key\\x00value")
 		}
 		if len(s.m) >= maxKeys {
-			return nil, protocol.Errorf(protocol.CodeResourceExhaust, "store %s is full (%d keys)", s.name, maxKeys)
+			return nil, plugin.Errorf(plugin.CodeResourceExhaust, "store %s is full (%d keys)", s.name, maxKeys)
 		}
 		s.m[string(k)] = bytes.Clone(v)
 		// Tell the host: a call back into a method the host serves.
-		if host, ok := protocol.PeerFromContext(ctx); ok {
+		if host, ok := plugin.CallerOf(ctx); ok {
 			if _, err := host.Call(ctx, "host.Changed", []byte(s.name+": "+string(k))); err != nil {
 				return nil, err
 			}
@@ -58,7 +57,7 @@ func (s *store) Call(ctx context.Context, method string, req []byte) ([]byte, er
 	case "get":
 		v, ok := s.m[string(req)]
 		if !ok {
-			return nil, protocol.Errorf(protocol.CodeNotFound, "no key %q in %s", req, s.name)
+			return nil, plugin.Errorf(plugin.CodeNotFound, "no key %q in %s", req, s.name)
 		}
 		return v, nil
 	case "scan":
@@ -69,13 +68,13 @@ func (s *store) Call(ctx context.Context, method string, req []byte) ([]byte, er
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			if _, err := protocol.Callback(ctx, append([]byte(k+"\x00"), s.m[k]...)); err != nil {
+			if _, err := plugin.Callback(ctx, append([]byte(k+"\x00"), s.m[k]...)); err != nil {
 				return nil, err
 			}
 		}
 		return []byte(strconv.Itoa(len(keys))), nil
 	}
-	return nil, fmt.Errorf("%w: store has no method %q", protocol.ErrUnknownMethod, method)
+	return nil, fmt.Errorf("%w: store has no method %q", plugin.ErrUnknownMethod, method)
 }
 
 var openStores sync.WaitGroup // stores alive, to show their release
@@ -90,10 +89,10 @@ func (s *store) Close() error {
 const maxKeys = 1000
 
 func kvPlugin() *plugin.Plugin {
-	mux := protocol.NewMux()
-	mux.HandleType("kv.Store", func(ctx context.Context, args []byte) (protocol.Object, error) {
+	mux := plugin.NewMux()
+	mux.HandleType("kv.Store", func(ctx context.Context, args []byte) (plugin.Object, error) {
 		if len(args) == 0 {
-			return nil, protocol.Errorf(protocol.CodeInvalidArgument, "a store needs a name")
+			return nil, plugin.Errorf(plugin.CodeInvalidArgument, "a store needs a name")
 		}
 		openStores.Add(1)
 		return &store{name: string(args), m: map[string][]byte{}}, nil
@@ -123,7 +122,7 @@ func run() error {
 		return err
 	}
 	// What the host serves the plugin.
-	hostMux := protocol.NewMux()
+	hostMux := plugin.NewMux()
 	var changes []string
 	var mu sync.Mutex
 	hostMux.Handle("host.Changed", func(ctx context.Context, req []byte) ([]byte, error) {
@@ -177,7 +176,7 @@ func run() error {
 	v, err := users.Call(ctx, "get", []byte("bob"))
 	fmt.Printf("users[bob] = %s (%v)\n", v, err)
 	_, err = colours.Call(ctx, "get", []byte("grass"))
-	var e *protocol.Error
+	var e *plugin.Error
 	if errors.As(err, &e) {
 		fmt.Printf("colours[grass]: code %q, %s\n", e.Code, e.Message)
 	}
@@ -186,7 +185,7 @@ func run() error {
 	mu.Unlock()
 
 	// scan calls back into this call's own callback once per pair.
-	scanCtx := protocol.WithCallback(ctx, func(ctx context.Context, req []byte) ([]byte, error) {
+	scanCtx := plugin.WithCallback(ctx, func(ctx context.Context, req []byte) ([]byte, error) {
 		k, v, _ := bytes.Cut(req, []byte{0})
 		fmt.Printf("  scan: %s = %s\n", k, v)
 		return nil, nil

@@ -20,12 +20,11 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/protocol"
 	"github.com/ringwire/ringwire/transport"
 )
 
 func echoPlugin() *plugin.Plugin {
-	mux := protocol.NewMux()
+	mux := plugin.NewMux()
 	mux.Handle("echo.Echo", func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
 	return &plugin.Plugin{Name: "echo", Version: "1.0.0", Description: "echoes what it is sent", Mux: mux}
 }

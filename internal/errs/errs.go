@@ -1,7 +1,7 @@
 // Package errs declares, once, the conditions that every layer of ringwire
 // reports: ring, transport, protocol and plugin export these very values
 // under their own names (ring.ErrPeerGone == transport.ErrPeerGone ==
-// protocol.ErrPeerGone), so an error crosses the layers without being
+// rpc.ErrPeerGone), so an error crosses the layers without being
 // remapped or renamed, and reads once.
 package errs
 

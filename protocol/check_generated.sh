@@ -1,5 +1,0 @@
-#!/usr/bin/env bash
-# Fails when protocol/internal/fb is stale (see internal/flatc/check.sh).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-exec bash internal/flatc/check.sh protocol control.fbs

@@ -1,9 +1,0 @@
-#!/usr/bin/env bash
-# Regenerates the FlatBuffers Go code of the RPC control messages (internal/fb) from
-# control.fbs with the pinned flatc (see internal/flatc/gen.sh). Run through
-# `go generate ./protocol`.
-#
-#   gen.sh [OUTDIR]   write control_generated.go into OUTDIR (default internal/fb)
-set -euo pipefail
-cd "$(dirname "$0")"
-exec bash ../internal/flatc/gen.sh control.fbs "${1:-internal/fb}"

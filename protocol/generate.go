@@ -1,5 +1,0 @@
-package protocol
-
-// The FlatBuffers code of the control schema (control.fbs) is committed in
-// internal/fb; gen.sh reproduces it with the pinned flatc.
-//go:generate bash gen.sh
