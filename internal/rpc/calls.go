@@ -386,7 +386,7 @@ var stackPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b
 func inPlaceView() bool {
 	b := stackPool.Get().(*[]byte)
 	n := runtime.Stack(*b, false)
-	found := bytes.Contains((*b)[:n], []byte("protocol.callViewInPlace("))
+	found := bytes.Contains((*b)[:n], []byte("ringwire/internal/rpc.callViewInPlace("))
 	stackPool.Put(b)
 	return found
 }

@@ -194,8 +194,8 @@ func TestServiceContract(t *testing.T) {
 	other.Handle(partial, func(ctx context.Context, req []byte) ([]byte, error) { return req, nil })
 	err := typedService.Check(partial)
 	want := "protocol: service typed 1.0.0: no handler for t.fb; other signature: " +
-		"t.json (declared json:protocol.note -> json:protocol.note, registered untyped); " +
-		"t.shout (declared json:protocol.note -> raw, registered raw -> raw)"
+		"t.json (declared json:rpc.note -> json:rpc.note, registered untyped); " +
+		"t.shout (declared json:rpc.note -> raw, registered raw -> raw)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Check = %v\nwant %s", err, want)
 	}
