@@ -39,6 +39,11 @@ type (
 	Object = rpc.Object
 	// Handle is the caller's side of a remote Object.
 	Handle = rpc.Handle
+	// ClientInterceptor wraps the calls a side makes (Config.Intercept,
+	// Plugin.Intercept): metrics, tracing, auth.
+	ClientInterceptor = rpc.ClientInterceptor
+	// ServerInterceptor wraps the calls a Mux serves (Mux.Intercept).
+	ServerInterceptor = rpc.ServerInterceptor
 )
 
 // Error codes a handler returns with Errorf. A caller also meets
@@ -78,30 +83,30 @@ var (
 // NewMux returns an empty Mux.
 func NewMux() *Mux { return rpc.NewMux() }
 
-// NewMethod declares a typed method (rpc.NewMethod).
+// NewMethod declares a typed method.
 func NewMethod[Req, Resp any](name string, req Codec[Req], resp Codec[Resp]) *Method[Req, Resp] {
 	return rpc.NewMethod(name, req, resp)
 }
 
-// NewService declares a service (rpc.NewService).
+// NewService declares a service.
 func NewService(name, version string, methods ...rpc.Declared) *Service {
 	return rpc.NewService(name, version, methods...)
 }
 
-// Raw is the identity codec (rpc.Raw).
+// Raw is the identity codec.
 func Raw() Codec[[]byte] { return rpc.Raw() }
 
-// JSON is the encoding/json codec (rpc.JSON).
+// JSON is the encoding/json codec.
 func JSON[T any]() Codec[T] { return rpc.JSON[T]() }
 
-// FlatBuffers is the codec of a flatc-generated table type
-// (rpc.FlatBuffers).
+// FlatBuffers is the codec of a flatc-generated table type, used by value:
+// sent as its finished buffer, decoded in place.
 func FlatBuffers[T any, PT rpc.FlatBuffersTable[T]]() Codec[T] {
 	return rpc.FlatBuffers[T, PT]()
 }
 
-// FlatBuffersRoot returns the root table of a finished buffer
-// (rpc.FlatBuffersRoot).
+// FlatBuffersRoot returns the root table of a finished buffer (what a
+// FlatBuffers codec's Decode returns, for a buffer built by hand).
 func FlatBuffersRoot[T any, PT rpc.FlatBuffersTable[T]](buf []byte) T {
 	return rpc.FlatBuffersRoot[T, PT](buf)
 }
@@ -135,7 +140,7 @@ func CallerOf(ctx context.Context) (Caller, bool) {
 	return p, true
 }
 
-// Errorf returns an *Error with code (rpc.Errorf).
+// Errorf returns an *Error with code.
 func Errorf(code Code, format string, args ...any) *Error {
 	return rpc.Errorf(code, format, args...)
 }

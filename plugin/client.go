@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/transport"
 )
 
 // Client is the host's connection to one plugin: a launched process, an
@@ -72,20 +73,20 @@ func (c *Client) watch() {
 	close(c.done)
 }
 
-// Call invokes method on the plugin (rpc.Peer.Call). When the plugin
-// dies, calls in flight fail with an error matching rpc.ErrPeerGone.
+// Call invokes method on the plugin. When the plugin
+// dies, calls in flight fail with an error matching ErrPeerGone.
 func (c *Client) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	out, err := c.peer.Call(ctx, method, req)
 	return out, c.wrap(err)
 }
 
-// CallInto is Call that appends the reply to dst (rpc.Peer.CallInto).
+// CallInto is Call that appends the reply to dst.
 func (c *Client) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
 	out, err := c.peer.CallInto(ctx, method, req, dst)
 	return out, c.wrap(err)
 }
 
-// CallView is the one-copy form of a call (rpc.Peer.CallView): f sees
+// CallView is the one-copy form of a call: f sees
 // the reply in place and only until it returns; f must be short and must not
 // call the plugin.
 func (c *Client) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
@@ -103,7 +104,7 @@ func (c *Client) New(ctx context.Context, typ string, args []byte) (*rpc.Handle,
 func (c *Client) Ping(ctx context.Context) error { return c.wrap(c.peer.Ping(ctx)) }
 
 // wrap makes the end of a plugin that died (or was killed) read as
-// rpc.ErrPeerGone even where this side closed the connection after
+// ErrPeerGone even where this side closed the connection after
 // noticing it.
 func (c *Client) wrap(err error) error {
 	if err == nil {
@@ -112,12 +113,12 @@ func (c *Client) wrap(err error) error {
 	gone := errors.Is(err, rpc.ErrPeerGone) || (c.killed.Load() && errors.Is(err, rpc.ErrClosed))
 	switch {
 	case c.stopping.Load() && (errors.Is(err, rpc.ErrGoAway) || errors.Is(err, rpc.ErrClosed)):
-		// Still matches what the Peer said (rpc.ErrGoAway during the
-		// stop, rpc.ErrClosed after it).
+		// Still matches what the Peer said (the goaway error during the
+		// stop, ErrClosed after it).
 		return &pluginError{name: c.cfg.Name, what: "closed (Stop or Close was called)", sentinels: []error{ErrClosed, err}}
 	case gone && c.proc != nil && c.proc.waitExit(exitSettle):
-		// Matches ErrExited and rpc.ErrPeerGone, not
-		// rpc.ErrClosed: this side did not close.
+		// Matches ErrExited and ErrPeerGone, not
+		// ErrClosed: this side did not close.
 		return &pluginError{name: c.cfg.Name, what: "the call failed", sentinels: []error{rpc.ErrPeerGone}, cause: c.proc.exitErr()}
 	case gone && !errors.Is(err, rpc.ErrPeerGone):
 		return errorf(c.cfg.Name, rpc.ErrPeerGone, nil, "the call failed: the plugin was killed")
@@ -125,8 +126,9 @@ func (c *Client) wrap(err error) error {
 	return err
 }
 
-// Peer is the underlying RPC connection.
-func (c *Client) Peer() *rpc.Peer { return c.peer }
+// Stats returns the connection's counters (messages, bytes, and on shared
+// memory the waits and wakes).
+func (c *Client) Stats() transport.Stats { return c.peer.Stats() }
 
 // Info is what the plugin declared in the handshake: name, version,
 // description, constants, and the negotiated transport.
@@ -140,13 +142,6 @@ func (c *Client) PID() int {
 	}
 	return c.proc.pid
 }
-
-// Started is when the connection was established.
-func (c *Client) Started() time.Time { return c.started }
-
-// Done is closed when the plugin is gone: a launched plugin's process has
-// exited and been reaped; another plugin's connection has ended.
-func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Wait waits until Done and returns how the plugin ended: the process's exit
 // error (nil for status 0) for a launched plugin, the connection's error
@@ -230,7 +225,7 @@ func termGrace(stop time.Duration) time.Duration {
 
 // Kill ends the plugin at once: SIGKILL for a launched plugin (waiting until
 // it is reaped), closing the connection otherwise. Calls in flight fail with
-// an error matching rpc.ErrPeerGone.
+// an error matching ErrPeerGone.
 func (c *Client) Kill() error {
 	c.killed.Store(true)
 	if c.proc == nil {

@@ -11,14 +11,14 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultStartTimeout   = 10 * time.Second
-	DefaultHealthInterval = time.Second
-	DefaultHealthTimeout  = 500 * time.Millisecond
-	DefaultHealthFailures = 2
-	DefaultMaxRestarts    = 5
-	DefaultBackoff        = 100 * time.Millisecond
-	DefaultMaxBackoff     = 10 * time.Second
-	DefaultStopTimeout    = 5 * time.Second
+	defaultStartTimeout   = 10 * time.Second
+	defaultHealthInterval = time.Second
+	defaultHealthTimeout  = 500 * time.Millisecond
+	defaultHealthFailures = 2
+	defaultMaxRestarts    = 5
+	defaultBackoff        = 100 * time.Millisecond
+	defaultMaxBackoff     = 10 * time.Second
+	defaultStopTimeout    = 5 * time.Second
 )
 
 // Config describes a plugin to the host: how to start it (or reach it), what
@@ -47,15 +47,15 @@ type Config struct {
 	Network, Address string
 
 	// Mux is what the host serves the plugin: the methods its handlers may
-	// call back (rpc.PeerFromContext inside a handler). nil: nothing.
+	// call back (CallerOf inside a handler). nil: nothing.
 	Mux *rpc.Mux
 	// Intercept wraps every call the host makes to the plugin (metrics,
-	// tracing, auth: see rpc.ClientInterceptor); Mux.Intercept wraps
+	// tracing, auth: see ClientInterceptor); Mux.Intercept wraps
 	// the calls it serves.
 	Intercept []rpc.ClientInterceptor
 
 	// Service is the service the host calls (the api package's
-	// rpc.Service). The host then works with any plugin of that
+	// Service). The host then works with any plugin of that
 	// service, at a version Versions accepts, that serves every method of
 	// Service with the same signature, whatever else it serves; anything
 	// else fails with ErrContractMismatch naming what differs. Service or
@@ -67,8 +67,8 @@ type Config struct {
 	Versions string
 
 	// Contract, instead of Service, is a contract hash the plugin must
-	// present exactly: rpc.Contract of the plugin's method and type
-	// names and schema, or (*rpc.Mux).Contract of a shared definition.
+	// present exactly: the Contract of a Mux that registers the plugin's
+	// methods and types (Plugin.Schema included), e.g. a shared definition.
 	// A plugin with another contract is refused with ErrContractMismatch.
 	Contract []byte
 
@@ -118,20 +118,20 @@ func (c *Config) withDefaults() *Config {
 			*d = v
 		}
 	}
-	def(&o.StartTimeout, DefaultStartTimeout)
-	def(&o.HealthInterval, DefaultHealthInterval)
-	def(&o.HealthTimeout, DefaultHealthTimeout)
-	def(&o.Backoff, DefaultBackoff)
-	def(&o.MaxBackoff, DefaultMaxBackoff)
-	def(&o.StopTimeout, DefaultStopTimeout)
+	def(&o.StartTimeout, defaultStartTimeout)
+	def(&o.HealthInterval, defaultHealthInterval)
+	def(&o.HealthTimeout, defaultHealthTimeout)
+	def(&o.Backoff, defaultBackoff)
+	def(&o.MaxBackoff, defaultMaxBackoff)
+	def(&o.StopTimeout, defaultStopTimeout)
 	if o.MaxBackoff < o.Backoff {
 		o.MaxBackoff = o.Backoff
 	}
 	if o.HealthFailures <= 0 {
-		o.HealthFailures = DefaultHealthFailures
+		o.HealthFailures = defaultHealthFailures
 	}
 	if o.MaxRestarts == 0 {
-		o.MaxRestarts = DefaultMaxRestarts
+		o.MaxRestarts = defaultMaxRestarts
 	}
 	if o.Network == "" {
 		o.Network = "tcp"

@@ -11,7 +11,7 @@ import "os"
 //		plugin.Main(myPlugin)
 //	}
 func Launched() bool {
-	for _, n := range []string{envCookie, envFD, EnvConnect, EnvListen} {
+	for _, n := range []string{envCookie, envFD, envConnect, envListen} {
 		if os.Getenv(n) != "" {
 			return true
 		}

@@ -1,5 +1,5 @@
 // Package plugin runs ringwire plugins: separate processes that serve RPC
-// methods (a rpc.Mux) to a host program over shared memory, a Unix
+// methods (a Mux) to a host program over shared memory, a Unix
 // socket or TCP with mutual TLS.
 //
 // Host side: Launch starts a plugin binary and connects to it; Session

@@ -22,26 +22,26 @@ const (
 	// envToken is the token the plugin presents to its host (launched and
 	// external modes) or requires from it (remote mode, optional).
 	envToken = "RINGWIRE_PLUGIN_TOKEN"
-	// EnvConnect asks the plugin to dial a host Listener: "unix:/path" or
+	// envConnect asks the plugin to dial a host Listener: "unix:/path" or
 	// "tcp:host:port".
-	EnvConnect = "RINGWIRE_CONNECT"
-	// EnvListen asks the plugin to listen for its host: "tcp:host:port" (or
-	// "unix:/path"). The plugin prints ListeningPrefix and its address on
+	envConnect = "RINGWIRE_CONNECT"
+	// envListen asks the plugin to listen for its host: "tcp:host:port" (or
+	// "unix:/path"). The plugin prints listeningPrefix and its address on
 	// stdout once it listens.
-	EnvListen = "RINGWIRE_LISTEN"
-	// EnvTLSBundle holds the plugin's TLS material for TCP, as PEM or as
+	envListen = "RINGWIRE_LISTEN"
+	// envTLSBundle holds the plugin's TLS material for TCP, as PEM or as
 	// the path of a file holding it: a transport.CA ClientBundle in external
 	// mode, a ServerBundle in remote mode.
-	EnvTLSBundle = "RINGWIRE_TLS_BUNDLE"
+	envTLSBundle = "RINGWIRE_TLS_BUNDLE"
 )
 
 // cookieValue is envCookie's value for this version of the launch protocol.
 const cookieValue = "ringwire-plugin-v1"
 
-// ListeningPrefix starts the line a plugin in remote mode prints on stdout
+// listeningPrefix starts the line a plugin in remote mode prints on stdout
 // once it listens, followed by the network and address, e.g.
 // "RINGWIRE_LISTENING tcp 127.0.0.1:40123".
-const ListeningPrefix = "RINGWIRE_LISTENING"
+const listeningPrefix = "RINGWIRE_LISTENING"
 
 // fdNumber is the descriptor Launch hands the socket on (exec.Cmd.ExtraFiles
 // starts at 3).
@@ -53,18 +53,18 @@ const maxBundle = 64 << 10
 // envNames lists every variable of the launch protocol; Launch removes them
 // from a child's inherited environment, so a host that is itself a plugin
 // does not pass its own connection details on.
-var envNames = []string{envCookie, envFD, envToken, EnvConnect, EnvListen, EnvTLSBundle, envLogLevel}
+var envNames = []string{envCookie, envFD, envToken, envConnect, envListen, envTLSBundle, envLogLevel}
 
 // ConnectEnv returns the environment variables that make Serve dial a host
 // Listener at network ("unix" or "tcp") and addr, presenting token; for TCP,
 // clientBundle is the plugin's transport.CA ClientBundle (PEM).
 func ConnectEnv(network, addr string, token, clientBundle []byte) []string {
-	env := []string{EnvConnect + "=" + network + ":" + addr}
+	env := []string{envConnect + "=" + network + ":" + addr}
 	if len(token) > 0 {
 		env = append(env, envToken+"="+string(token))
 	}
 	if len(clientBundle) > 0 {
-		env = append(env, EnvTLSBundle+"="+string(clientBundle))
+		env = append(env, envTLSBundle+"="+string(clientBundle))
 	}
 	return env
 }
@@ -74,12 +74,12 @@ func ConnectEnv(network, addr string, token, clientBundle []byte) []string {
 // transport.CA ServerBundle) for TCP and, if not empty, a token the host must
 // present.
 func ListenEnv(network, addr string, token, serverBundle []byte) []string {
-	env := []string{EnvListen + "=" + network + ":" + addr}
+	env := []string{envListen + "=" + network + ":" + addr}
 	if len(token) > 0 {
 		env = append(env, envToken+"="+string(token))
 	}
 	if len(serverBundle) > 0 {
-		env = append(env, EnvTLSBundle+"="+string(serverBundle))
+		env = append(env, envTLSBundle+"="+string(serverBundle))
 	}
 	return env
 }
@@ -96,10 +96,10 @@ func parseAddress(variable, s string) (network, addr string, err error) {
 	return "", "", fmt.Errorf("%w: %s=%q: unknown network %q (want unix or tcp)", ErrConfig, variable, s, network)
 }
 
-// tlsBundle returns the PEM in EnvTLSBundle: the value itself, or the
+// tlsBundle returns the PEM in envTLSBundle: the value itself, or the
 // contents of the file it names. It returns nil when the variable is unset.
 func tlsBundle() ([]byte, error) {
-	v := os.Getenv(EnvTLSBundle)
+	v := os.Getenv(envTLSBundle)
 	if v == "" {
 		return nil, nil
 	}
@@ -108,18 +108,18 @@ func tlsBundle() ([]byte, error) {
 	}
 	f, err := os.Open(v)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, EnvTLSBundle, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, envTLSBundle, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxBundle+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, EnvTLSBundle, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, envTLSBundle, err)
 	}
 	if len(b) > maxBundle {
-		return nil, fmt.Errorf("%w: %s: %s is larger than %d bytes", ErrConfig, EnvTLSBundle, v, maxBundle)
+		return nil, fmt.Errorf("%w: %s: %s is larger than %d bytes", ErrConfig, envTLSBundle, v, maxBundle)
 	}
 	if !bytes.Contains(b, []byte("-----BEGIN")) {
-		return nil, fmt.Errorf("%w: %s: %s holds no PEM", ErrConfig, EnvTLSBundle, v)
+		return nil, fmt.Errorf("%w: %s: %s holds no PEM", ErrConfig, envTLSBundle, v)
 	}
 	return b, nil
 }

@@ -30,7 +30,7 @@ func TestParseAddress(t *testing.T) {
 }
 
 func TestChildEnv(t *testing.T) {
-	base := []string{"PATH=/bin", envToken + "=stale", EnvConnect + "=unix:/x", "HOME=/root", envFD + "=9", envLogLevel + "=ERROR"}
+	base := []string{"PATH=/bin", envToken + "=stale", envConnect + "=unix:/x", "HOME=/root", envFD + "=9", envLogLevel + "=ERROR"}
 	env := childEnv(base, "tok", slog.LevelWarn)
 	want := []string{"PATH=/bin", "HOME=/root", envCookie + "=" + cookieValue, envFD + "=3", envToken + "=tok", envLogLevel + "=WARN"}
 	if !slices.Equal(env, want) {
@@ -73,27 +73,27 @@ func TestReadEnv(t *testing.T) {
 	}
 	t.Setenv(envFD, "")
 	t.Setenv(envCookie, "")
-	t.Setenv(EnvConnect, "tcp:127.0.0.1:1")
-	t.Setenv(EnvListen, "tcp:127.0.0.1:2")
+	t.Setenv(envConnect, "tcp:127.0.0.1:1")
+	t.Setenv(envListen, "tcp:127.0.0.1:2")
 	if _, err := readEnv(); !errors.Is(err, ErrConfig) {
 		t.Errorf("connect and listen: %v, want ErrConfig", err)
 	}
-	t.Setenv(EnvListen, "")
+	t.Setenv(envListen, "")
 	path := filepath.Join(t.TempDir(), "b.pem")
 	os.WriteFile(path, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600)
-	t.Setenv(EnvTLSBundle, path)
+	t.Setenv(envTLSBundle, path)
 	e, err = readEnv()
 	if err != nil || e.mode != modeConnect || e.network != "tcp" || !strings.HasPrefix(string(e.bundle), "-----BEGIN") {
 		t.Errorf("connect with a bundle file: %+v, %v", e, err)
 	}
-	t.Setenv(EnvTLSBundle, filepath.Join(t.TempDir(), "missing.pem"))
+	t.Setenv(envTLSBundle, filepath.Join(t.TempDir(), "missing.pem"))
 	if _, err := readEnv(); !errors.Is(err, ErrConfig) {
 		t.Errorf("missing bundle file: %v, want ErrConfig", err)
 	}
 }
 
 func TestPluginCheck(t *testing.T) {
-	p := &Plugin{Name: "x", Constants: map[string]string{ReservedPrefix + "mine": "v"}}
+	p := &Plugin{Name: "x", Constants: map[string]string{reservedPrefix + "mine": "v"}}
 	if err := p.check(); !errors.Is(err, ErrConfig) {
 		t.Errorf("reserved constant: %v, want ErrConfig", err)
 	}

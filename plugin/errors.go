@@ -10,7 +10,7 @@ import (
 )
 
 // Sentinel errors, matched with errors.Is. Errors from the layers below keep
-// their own sentinels too (rpc.ErrPeerGone, negotiate.ErrContractMismatch,
+// their own sentinels too (transport.ErrPeerGone, negotiate.ErrContractMismatch,
 // negotiate.ErrUnauthorized, transport.ErrTimeout...).
 var (
 	// ErrNotLaunched: Serve found none of the environment a host sets (the
@@ -28,12 +28,12 @@ var (
 	ErrStartTimeout = errors.New("plugin: start timed out")
 	// ErrExited: the plugin process exited, before its handshake completed
 	// or with calls in flight; the error names its exit status or signal.
-	// A call's such error also matches rpc.ErrPeerGone.
+	// A call's such error also matches ErrPeerGone.
 	ErrExited = errors.New("plugin: process exited")
 	// ErrUnhealthy: the plugin stopped answering health pings.
 	ErrUnhealthy = errors.New("plugin: health check failed")
 	// ErrPluginRestarted: a call was in flight when its plugin died and the
-	// Session restarted it. Such errors also match rpc.ErrPeerGone.
+	// Session restarted it. Such errors also match ErrPeerGone.
 	ErrPluginRestarted = errors.New("plugin: restarted")
 	// ErrUnavailable: a Session has no running plugin (not started, stopped,
 	// or given up after MaxRestarts), or a call's context ended while it
@@ -42,13 +42,11 @@ var (
 	// ErrKilled: a graceful stop ran out of budget and the plugin was killed.
 	ErrKilled = errors.New("plugin: killed after the stop budget")
 	// ErrClosed: use of a Listener, or of a Client after Close or Stop
-	// (the same value as rpc.ErrClosed; it matches net.ErrClosed).
+	// (the same value as ErrClosed; it matches net.ErrClosed).
 	ErrClosed = errs.Closed
 	// ErrIntegrity: the plugin binary does not have the SHA-256 that
 	// Config.SHA256 requires (or cannot be read to check it).
 	ErrIntegrity = errors.New("plugin: binary integrity check failed")
-	// ErrDuplicate: a Registry already holds a session of that name.
-	ErrDuplicate = errors.New("plugin: duplicate name")
 	// ErrContractMismatch: host and plugin do not agree on what the plugin
 	// serves (another service, a version the host does not accept, a
 	// method missing or with another signature, or unequal contract

@@ -84,7 +84,7 @@ func TestUserErrors(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		<-c.Done()
+		_ = c.Wait()
 		_, err = c.Call(ctx, "echo", nil)
 		checkErr(t, "call", err, `plugin "echo": the call failed: process exited \(pid \d+, signal: killed\)`,
 			[]error{plugin.ErrExited, rpc.ErrPeerGone})

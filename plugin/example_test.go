@@ -11,14 +11,13 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/plugin"
 )
 
 // A plugin binary's main function: declare what it serves and call Serve
 // (or plugin.Main, which also exits).
 func ExampleServe() {
-	mux := rpc.NewMux()
+	mux := plugin.NewMux()
 	mux.Handle("echo", func(_ context.Context, req []byte) ([]byte, error) {
 		return bytes.Clone(req), nil
 	})
@@ -44,7 +43,7 @@ func ExampleLaunch() {
 		// echo plugin of main_linux_test.go when its role is set.
 		Path:     os.Args[0],
 		Env:      childEnv("echo"),
-		Contract: echoContract, // rpc.Contract of the plugin's methods
+		Contract: echoContract, // the Contract of the plugin's Mux
 		Logger:   slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"os"
 	"os/exec"
@@ -203,14 +202,19 @@ func TestExternalTCP(t *testing.T) {
 	}
 	// One that trusts the host but has a certificate from another CA is
 	// refused by the host.
-	leaf, err := other.Issue("intruder")
+	foreignTLS, err := other.ClientConfig("intruder", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	trusting, err := ca.ClientConfig("anyone", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignTLS.RootCAs = trusting.RootCAs
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = transport.Dial(ctx, "tcp", l.Addr().String(), &transport.Config{Contract: echoContract, Logger: childOutput,
-		TLS: &tls.Config{Certificates: []tls.Certificate{leaf}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13}})
+		TLS: foreignTLS})
 	if !errors.Is(err, negotiate.ErrUnauthorized) {
 		t.Errorf("dial with a foreign client certificate: %v, want ErrUnauthorized", err)
 	}
@@ -227,7 +231,7 @@ func TestExternalTCP(t *testing.T) {
 	if err := os.WriteFile(path, bundle, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startExternal(t, append(l.ConnectEnv(nil), plugin.EnvTLSBundle+"="+path)...)
+	p := startExternal(t, append(l.ConnectEnv(nil), "RINGWIRE_TLS_BUNDLE="+path)...)
 	c, err := acceptCtx(t, l, 10*time.Second)
 	if err != nil {
 		t.Fatalf("Accept: %v; stderr: %s", err, p.stderr.String())
@@ -277,7 +281,7 @@ func listening(t *testing.T, p *extProc) string {
 	select {
 	case line := <-p.lines:
 		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != plugin.ListeningPrefix || f[1] != "tcp" {
+		if len(f) != 3 || f[0] != "RINGWIRE_LISTENING" || f[1] != "tcp" {
 			t.Fatalf("remote plugin printed %q", line)
 		}
 		return f[2]

@@ -28,7 +28,7 @@ const exitSettle = 100 * time.Millisecond
 // serves cfg.Mux to the plugin. Starting and the handshake are bounded by
 // cfg.StartTimeout and ctx; on any failure the child is killed and reaped.
 //
-// The plugin's stdout and stderr are logged line by line (see MaxLogLine).
+// The plugin's stdout and stderr are logged line by line (see maxLogLine).
 // Stop or Close the Client when done; Kill ends it at once.
 func Launch(ctx context.Context, cfg *Config) (*Client, error) {
 	if cfg == nil {

@@ -182,7 +182,7 @@ func withoutLaunchEnv(env []string) []string {
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "RINGWIRE_PLUGIN_COOKIE", "RINGWIRE_PLUGIN_FD", "RINGWIRE_PLUGIN_TOKEN", plugin.EnvConnect, plugin.EnvListen, plugin.EnvTLSBundle:
+		case "RINGWIRE_PLUGIN_COOKIE", "RINGWIRE_PLUGIN_FD", "RINGWIRE_PLUGIN_TOKEN", "RINGWIRE_CONNECT", "RINGWIRE_LISTEN", "RINGWIRE_TLS_BUNDLE":
 		default:
 			out = append(out, kv)
 		}

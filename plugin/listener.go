@@ -67,7 +67,7 @@ func Listen(network, addr string, cfg *ListenConfig) (*Listener, error) {
 		c.Logger = slog.Default()
 	}
 	if c.StopTimeout <= 0 {
-		c.StopTimeout = DefaultStopTimeout
+		c.StopTimeout = defaultStopTimeout
 	}
 	tc := c.Transport
 	tc.Contract, tc.Token = c.Contract, c.Token

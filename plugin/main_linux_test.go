@@ -269,8 +269,10 @@ func reap(t *testing.T, c *plugin.Client) {
 	t.Helper()
 	pid := c.PID()
 	_ = c.Kill()
+	gone := make(chan struct{})
+	go func() { _ = c.Wait(); close(gone) }()
 	select {
-	case <-c.Done():
+	case <-gone:
 	case <-time.After(10 * time.Second):
 		t.Errorf("plugin %d not reaped 10s after Kill", pid)
 		return

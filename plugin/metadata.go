@@ -8,12 +8,12 @@ import (
 	"github.com/ringwire/ringwire/transport"
 )
 
-// ReservedPrefix starts the constant keys the runtime uses for itself; a
+// reservedPrefix starts the constant keys the runtime uses for itself; a
 // Plugin may not declare such keys, and Info.Constants never shows them.
-const ReservedPrefix = "ringwire."
+const reservedPrefix = "ringwire."
 
 // descriptionKey carries Plugin.Description in the handshake's constants.
-const descriptionKey = ReservedPrefix + "description"
+const descriptionKey = reservedPrefix + "description"
 
 // Info is what a plugin declared about itself in the handshake, read by the
 // host without a call.
@@ -39,7 +39,7 @@ func infoFrom(t transport.Info) Info {
 		switch {
 		case k == descriptionKey:
 			in.Description = v
-		case strings.HasPrefix(k, ReservedPrefix):
+		case strings.HasPrefix(k, reservedPrefix):
 		default:
 			in.Constants[k] = v
 		}

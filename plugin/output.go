@@ -8,10 +8,10 @@ import (
 	"log/slog"
 )
 
-// MaxLogLine bounds one record of a plugin's output. A longer line is not
-// cut: it is logged in pieces of MaxLogLine bytes, each with a "part"
+// maxLogLine bounds one record of a plugin's output. A longer line is not
+// cut: it is logged in pieces of maxLogLine bytes, each with a "part"
 // attribute (1, 2, ...), so memory stays bounded whatever the plugin prints.
-const MaxLogLine = 1 << 20
+const maxLogLine = 1 << 20
 
 // outputBuffer is the read buffer of one output stream.
 const outputBuffer = 64 << 10
@@ -52,8 +52,8 @@ func logLines(r io.Reader, log *slog.Logger, stream string, note func(string)) {
 		chunk, err := br.ReadSlice('\n')
 		end := err == nil || !errors.Is(err, bufio.ErrBufferFull) // a line ended, or the stream did
 		chunk = bytes.TrimSuffix(chunk, []byte{'\n'})
-		for len(line)+len(chunk) > MaxLogLine {
-			n := MaxLogLine - len(line)
+		for len(line)+len(chunk) > maxLogLine {
+			n := maxLogLine - len(line)
 			line = append(line, chunk[:n]...)
 			chunk = chunk[n:]
 			emit(false)

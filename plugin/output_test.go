@@ -45,8 +45,8 @@ func logAll(r io.Reader) []slog.Record {
 }
 
 func TestLogLines(t *testing.T) {
-	in := "one\r\ntwo\n\nbin\x00\xff\n" + strings.Repeat("y", MaxLogLine) + "\n" +
-		strings.Repeat("z", 2*MaxLogLine+5) + "\nlast, no newline"
+	in := "one\r\ntwo\n\nbin\x00\xff\n" + strings.Repeat("y", maxLogLine) + "\n" +
+		strings.Repeat("z", 2*maxLogLine+5) + "\nlast, no newline"
 	// One byte at a time as well as whole: the result must not depend on
 	// how the pipe delivers the bytes.
 	for _, r := range []io.Reader{strings.NewReader(in), iotest.HalfReader(strings.NewReader(in))} {
@@ -57,8 +57,8 @@ func TestLogLines(t *testing.T) {
 		}
 		wants := []want{
 			{"one", ""}, {"two", ""}, {"bin\x00\xff", ""},
-			{strings.Repeat("y", MaxLogLine), ""},
-			{strings.Repeat("z", MaxLogLine), "1"}, {strings.Repeat("z", MaxLogLine), "2"}, {"zzzzz", "3"},
+			{strings.Repeat("y", maxLogLine), ""},
+			{strings.Repeat("z", maxLogLine), "1"}, {strings.Repeat("z", maxLogLine), "2"}, {"zzzzz", "3"},
 			{"last, no newline", ""},
 		}
 		if len(recs) != len(wants) {

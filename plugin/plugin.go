@@ -16,7 +16,7 @@ type Plugin struct {
 	// reads them from Client.Info without a call.
 	Name, Version, Description string
 	// Constants are exported metadata, also read from Client.Info. Keys
-	// starting with ReservedPrefix are refused.
+	// starting with reservedPrefix are refused.
 	Constants map[string]string
 	// Mux is what the plugin serves (nil: nothing); Mux.Intercept wraps
 	// the calls it serves.
@@ -30,7 +30,7 @@ type Plugin struct {
 	// major version accept it (see Config.Service). Schema is then unused.
 	Service *rpc.Service
 	// Schema, if not empty, is mixed into the contract hash: the host's
-	// Config.Contract must be Mux.Contract(Schema) (or rpc.Contract of
+	// Config.Contract must be Mux.Contract(Schema) (or Mux.Contract of
 	// the same method and type names and the same Schema); without it,
 	// Mux.Contract().
 	Schema []byte
@@ -81,8 +81,8 @@ func (p *Plugin) check() error {
 		return fmt.Errorf("%w: nil Plugin", ErrConfig)
 	}
 	for k := range p.Constants {
-		if strings.HasPrefix(k, ReservedPrefix) {
-			return fmt.Errorf("%w: constant %q: keys starting with %q are reserved", ErrConfig, k, ReservedPrefix)
+		if strings.HasPrefix(k, reservedPrefix) {
+			return fmt.Errorf("%w: constant %q: keys starting with %q are reserved", ErrConfig, k, reservedPrefix)
 		}
 	}
 	if len(p.Description) > handshake.MaxConstantValue {
@@ -106,7 +106,7 @@ func (p *Plugin) transportConfig(token []byte) *transport.Config {
 			c.Constants = map[string]string{}
 		}
 		c.Constants[serviceKey] = p.Service.Name() + " " + p.Service.Version()
-		putTable(c.Constants, servesKey, p.mux().Infos())
+		putTable(c.Constants, servesKey, rpc.InfosOf(p.mux()))
 		c.Contract = serviceContract
 	}
 	return &c

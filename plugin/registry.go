@@ -19,7 +19,7 @@ type Registry struct {
 }
 
 // Add creates a Session for cfg under name (which becomes the Config's Name)
-// and adds it. It fails with ErrDuplicate if name is taken.
+// and adds it. It fails with ErrConfig if name is taken.
 func (r *Registry) Add(name string, cfg *Config) (*Session, error) {
 	c := Config{}
 	if cfg != nil {
@@ -27,20 +27,20 @@ func (r *Registry) Add(name string, cfg *Config) (*Session, error) {
 	}
 	c.Name = name
 	s := NewSession(&c)
-	if err := r.AddSession(s); err != nil {
+	if err := r.addSession(s); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// AddSession adds s under its Name. It fails with ErrDuplicate if the name
+// addSession adds s under its Name. It fails with ErrConfig if the name
 // is taken.
-func (r *Registry) AddSession(s *Session) error {
-	name := s.Name()
+func (r *Registry) addSession(s *Session) error {
+	name := s.name()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.byName[name]; dup {
-		return fmt.Errorf("%w: plugin %q is already registered", ErrDuplicate, name)
+		return fmt.Errorf("%w: plugin %q is already registered", ErrConfig, name)
 	}
 	if r.byName == nil {
 		r.byName = map[string]*Session{}
@@ -106,7 +106,7 @@ func (r *Registry) Statuses() map[string]Status {
 	ss := r.sessions()
 	out := make(map[string]Status, len(ss))
 	for _, s := range ss {
-		out[s.Name()] = s.Status()
+		out[s.name()] = s.Status()
 	}
 	return out
 }

@@ -24,8 +24,8 @@ func TestRegistryOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r.Add("b", pluginConfig("echo")); !errors.Is(err, plugin.ErrDuplicate) {
-		t.Errorf("second Add of b: %v, want ErrDuplicate", err)
+	if _, err := r.Add("b", pluginConfig("echo")); !errors.Is(err, plugin.ErrConfig) || !strings.Contains(err.Error(), `plugin "b" is already registered`) {
+		t.Errorf("second Add of b: %v, want ErrConfig naming b", err)
 	}
 	if got := r.Names(); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Errorf("Names = %v", got)

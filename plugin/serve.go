@@ -43,7 +43,7 @@ type serveEnv struct {
 func readEnv() (serveEnv, error) {
 	e := serveEnv{token: []byte(os.Getenv(envToken))}
 	cookie, fd := os.Getenv(envCookie), os.Getenv(envFD)
-	connect, listen := os.Getenv(EnvConnect), os.Getenv(EnvListen)
+	connect, listen := os.Getenv(envConnect), os.Getenv(envListen)
 	var err error
 	switch {
 	case fd != "" || cookie != "":
@@ -55,13 +55,13 @@ func readEnv() (serveEnv, error) {
 			return e, fmt.Errorf("%w: %s=%q is not a descriptor number", ErrConfig, envFD, fd)
 		}
 	case connect != "" && listen != "":
-		return e, fmt.Errorf("%w: both %s and %s are set", ErrConfig, EnvConnect, EnvListen)
+		return e, fmt.Errorf("%w: both %s and %s are set", ErrConfig, envConnect, envListen)
 	case connect != "":
 		e.mode = modeConnect
-		e.network, e.addr, err = parseAddress(EnvConnect, connect)
+		e.network, e.addr, err = parseAddress(envConnect, connect)
 	case listen != "":
 		e.mode = modeListen
-		e.network, e.addr, err = parseAddress(EnvListen, listen)
+		e.network, e.addr, err = parseAddress(envListen, listen)
 	default:
 		return e, ErrNotLaunched
 	}
@@ -162,10 +162,10 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 	default: // modeListen
 		if e.network != "unix" && !plaintext(cfg, e.bundle) {
 			if len(e.bundle) == 0 {
-				return fmt.Errorf("%w: %s on TCP needs %s (a server bundle for mutual TLS)", ErrConfig, EnvListen, EnvTLSBundle)
+				return fmt.Errorf("%w: %s on TCP needs %s (a server bundle for mutual TLS)", ErrConfig, envListen, envTLSBundle)
 			}
 			if cfg.TLS, err = transport.ServerConfigFromBundle(e.bundle); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrConfig, EnvTLSBundle, err)
+				return fmt.Errorf("%w: %s: %w", ErrConfig, envTLSBundle, err)
 			}
 		}
 		return serveListener(ctx, p, e.network, e.addr, cfg)
@@ -181,11 +181,11 @@ func plaintext(cfg *transport.Config, bundle []byte) bool {
 
 func clientTLS(bundle []byte) (*tls.Config, error) {
 	if len(bundle) == 0 {
-		return nil, fmt.Errorf("%w: %s on TCP needs %s (a client bundle for mutual TLS)", ErrConfig, EnvConnect, EnvTLSBundle)
+		return nil, fmt.Errorf("%w: %s on TCP needs %s (a client bundle for mutual TLS)", ErrConfig, envConnect, envTLSBundle)
 	}
 	tc, err := transport.ClientConfigFromBundle(bundle)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, EnvTLSBundle, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, envTLSBundle, err)
 	}
 	return tc, nil
 }
@@ -222,7 +222,7 @@ func serveListener(ctx context.Context, p *Plugin, network, addr string, cfg *tr
 		return fmt.Errorf("plugin: %w", err)
 	}
 	log := p.logger()
-	fmt.Fprintf(os.Stdout, "%s %s %s\n", ListeningPrefix, network, l.Addr())
+	fmt.Fprintf(os.Stdout, "%s %s %s\n", listeningPrefix, network, l.Addr())
 	log.Info("ringwire: plugin listening", "network", network, "addr", l.Addr().String())
 
 	var (

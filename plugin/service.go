@@ -38,10 +38,10 @@ var serviceContract = func() []byte {
 }()
 
 const (
-	serviceKey  = ReservedPrefix + "service"
-	versionsKey = ReservedPrefix + "versions"
-	servesKey   = ReservedPrefix + "serves."
-	needsKey    = ReservedPrefix + "needs."
+	serviceKey  = reservedPrefix + "service"
+	versionsKey = reservedPrefix + "versions"
+	servesKey   = reservedPrefix + "serves."
+	needsKey    = reservedPrefix + "needs."
 )
 
 // putTable stores methods in c under prefix+"0", prefix+"1"..., each value
@@ -234,7 +234,7 @@ func (c *Config) declare(t *transport.Config) {
 	if c.Versions != "" {
 		consts[versionsKey] = c.Versions
 	}
-	putTable(consts, needsKey, c.Service.Methods())
+	putTable(consts, needsKey, rpc.MethodsOf(c.Service))
 	t.Constants = consts
 	t.Contract = serviceContract
 }
@@ -251,7 +251,7 @@ func (c *Config) admit(info transport.Info) error {
 	if !ok {
 		return fmt.Errorf("%w: the plugin declares no service (the host needs %s %s)", ErrContractMismatch, c.Service.Name(), c.Service.Version())
 	}
-	need := declaration{name: c.Service.Name(), version: c.Service.Version(), versions: c.Versions, methods: c.Service.Methods()}
+	need := declaration{name: c.Service.Name(), version: c.Service.Version(), versions: c.Versions, methods: rpc.MethodsOf(c.Service)}
 	return compatible(need, have)
 }
 
@@ -269,7 +269,7 @@ func (p *Plugin) admit(info transport.Info) error {
 }
 
 func (p *Plugin) declaration() declaration {
-	return declaration{name: p.Service.Name(), version: p.Service.Version(), methods: p.mux().Infos()}
+	return declaration{name: p.Service.Name(), version: p.Service.Version(), methods: rpc.InfosOf(p.mux())}
 }
 
 // hint explains a contract mismatch that the handshake found, where one

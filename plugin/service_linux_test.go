@@ -109,7 +109,7 @@ func TestServiceSuperset(t *testing.T) {
 		t.Errorf("Info.Methods = %s\nwant %s", strings.Join(got, " "), want)
 	}
 	for k := range in.Constants {
-		if strings.HasPrefix(k, plugin.ReservedPrefix) {
+		if strings.HasPrefix(k, "ringwire.") {
 			t.Errorf("Info.Constants shows the reserved key %q", k)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // MaxRestarts in a row. Its methods are safe for concurrent use.
 //
 // Calls go to the current instance. When it dies, calls in flight fail at
-// once with an error matching rpc.ErrPeerGone, and also
+// once with an error matching ErrPeerGone, and also
 // ErrPluginRestarted if the Session restarts the plugin. Calls made while a
 // restart is under way wait for the new instance until their context ends
 // (then they fail with ErrUnavailable and the context's error); calls made
@@ -53,8 +53,8 @@ func NewSession(cfg *Config) *Session {
 	return &Session{cfg: c, log: c.Logger, changed: make(chan struct{})}
 }
 
-// Name is the plugin's Config.Name.
-func (s *Session) Name() string { return s.cfg.Name }
+// name is the plugin's Config.Name.
+func (s *Session) name() string { return s.cfg.Name }
 
 // setState records a state change, logs it and wakes the waiters. s.mu is
 // held.
@@ -115,7 +115,7 @@ func (s *Session) Start(ctx context.Context) error {
 		close(runDone)
 		return err
 	}
-	s.cur, s.started = c, c.Started()
+	s.cur, s.started = c, c.started
 	if s.state == StateStarting {
 		s.setState(StateReady)
 	}
@@ -169,9 +169,9 @@ func (s *Session) watch(c *Client, stop <-chan struct{}, runCtx context.Context)
 		select {
 		case <-stop:
 			return nil
-		case <-c.Peer().Done():
+		case <-c.peer.Done():
 			return s.lost(c, stop)
-		case <-c.Done():
+		case <-c.done:
 			return s.lost(c, stop)
 		case <-tick:
 		}
@@ -190,7 +190,7 @@ func (s *Session) watch(c *Client, stop <-chan struct{}, runCtx context.Context)
 			s.mu.Unlock()
 			continue
 		}
-		if c.Peer().Err() != nil {
+		if c.peer.Err() != nil {
 			return s.lost(c, stop)
 		}
 		fails++
@@ -217,7 +217,7 @@ func (s *Session) lost(c *Client, stop <-chan struct{}) error {
 	if c.proc != nil && c.proc.waitExit(exitSettle) {
 		return c.proc.exitErr()
 	}
-	return fmt.Errorf("connection lost: %w", c.Peer().Err())
+	return fmt.Errorf("connection lost: %w", c.peer.Err())
 }
 
 // mayRestart reports whether the end of instance c is followed by a restart.
@@ -226,7 +226,7 @@ func (s *Session) mayRestart(c *Client) bool {
 	if s.cfg.MaxRestarts < 0 {
 		return false
 	}
-	return s.consecutive < s.cfg.MaxRestarts || (c != nil && time.Since(c.Started()) >= s.cfg.MaxBackoff)
+	return s.consecutive < s.cfg.MaxRestarts || (c != nil && time.Since(c.started) >= s.cfg.MaxBackoff)
 }
 
 // retire records the failure of instance c and decides whether to restart:
@@ -245,7 +245,7 @@ func (s *Session) retire(c *Client, cause error) bool {
 		s.giveUp()
 		return false
 	}
-	if time.Since(c.Started()) >= s.cfg.MaxBackoff {
+	if time.Since(c.started) >= s.cfg.MaxBackoff {
 		s.consecutive = 0 // it ran long enough: start the backoff over
 	}
 	s.setState(StateRestarting)
@@ -306,7 +306,7 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 			s.log.Warn("ringwire: plugin restart failed", "attempt", n, "err", err)
 			continue
 		}
-		s.cur, s.started = c, c.Started()
+		s.cur, s.started = c, c.started
 		if s.state == StateRestarting {
 			s.setState(StateReady)
 		}
@@ -367,8 +367,8 @@ func (s *Session) Status() Status {
 	return st
 }
 
-// Client returns the current instance, or nil while there is none.
-func (s *Session) Client() *Client {
+// current returns the current instance, or nil while there is none.
+func (s *Session) current() *Client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cur
@@ -377,7 +377,7 @@ func (s *Session) Client() *Client {
 // Info is what the current instance declared in its handshake (zero while
 // there is none).
 func (s *Session) Info() Info {
-	if c := s.Client(); c != nil {
+	if c := s.current(); c != nil {
 		return c.Info()
 	}
 	return Info{}
@@ -453,7 +453,7 @@ func (s *Session) CallInto(ctx context.Context, method string, req, dst []byte) 
 	return out, s.callErr(c, err)
 }
 
-// CallView is CallInto's one-copy form (rpc.Peer.CallView): f sees the
+// CallView is CallInto's one-copy form: f sees the
 // reply, in the connection's memory when this goroutine read it itself, and
 // only until it returns.
 func (s *Session) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {

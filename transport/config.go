@@ -39,9 +39,9 @@ func (m Mode) String() string {
 
 // Defaults.
 const (
-	// DefaultHandshakeTimeout bounds a whole handshake when the context has
+	// defaultHandshakeTimeout bounds a whole handshake when the context has
 	// no earlier deadline.
-	DefaultHandshakeTimeout = 5 * time.Second
+	defaultHandshakeTimeout = 5 * time.Second
 	// DefaultRingSize is each ring's data capacity: the throughput benchmarks
 	// found 1 MiB rings 3-5x slower than 4 MiB for 1-64 KiB messages.
 	DefaultRingSize = 4 << 20
@@ -106,7 +106,7 @@ type Config struct {
 	MaxMessage int
 
 	// HandshakeTimeout bounds the handshake (0 selects
-	// DefaultHandshakeTimeout); a context deadline that comes earlier wins.
+	// defaultHandshakeTimeout); a context deadline that comes earlier wins.
 	HandshakeTimeout time.Duration
 
 	// Logger receives the negotiated transport of every connection and the
@@ -139,7 +139,7 @@ func (c *Config) handshakeTimeout() time.Duration {
 	if c.HandshakeTimeout > 0 {
 		return c.HandshakeTimeout
 	}
-	return DefaultHandshakeTimeout
+	return defaultHandshakeTimeout
 }
 
 // compressions returns the codecs offered or accepted on a connection of kind k.

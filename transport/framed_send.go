@@ -40,6 +40,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/ringwire/ringwire/internal/sendparts"
 )
 
 const (
@@ -92,7 +94,7 @@ func (c *framedConn) SendParts(typ uint16, head, body []byte) error {
 	return c.SendPartsUntil(time.Time{}, nil, typ, head, body)
 }
 
-// SendPartsUntil sends head and body as one frame, as BoundedSender
+// SendPartsUntil sends head and body as one frame, as sendparts.BoundedSender
 // specifies: it waits for room in the send queue until deadline, while
 // cancel is open and until the write deadline; if it gives up, it returns
 // ErrTimeout or ErrCanceled and nothing was sent. A deadline in the past or a
@@ -703,3 +705,5 @@ func (c *framedConn) writeFailed(err error) error {
 	}
 	return c.fail(fmt.Errorf("transport: framed write: %w", err))
 }
+
+var _ sendparts.BoundedSender = (*framedConn)(nil)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ringwire/ringwire/internal/sendparts"
 )
 
 // Tests of the bounded send path (framed_send.go): a peer that stops reading
@@ -234,14 +236,14 @@ func TestFramedSendStalledPeer(t *testing.T) {
 			t.Fatalf("send cancelled after 100ms returned after %v", d)
 		}
 
-		// A cancel channel closed already, and NoWait, on a full queue: one
+		// A cancel channel closed already, and sendparts.NoWait, on a full queue: one
 		// attempt, and no waiting.
 		start = time.Now()
 		if err := framedSendSeq(a, time.Time{}, cancel, big); !errors.Is(err, ErrCanceled) {
 			t.Fatalf("send with a closed cancel channel: %v", err)
 		}
-		if err := framedSendSeq(a, NoWait, nil, big); !errors.Is(err, ErrTimeout) {
-			t.Fatalf("send with NoWait into a full queue: %v", err)
+		if err := framedSendSeq(a, sendparts.NoWait, nil, big); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("send with sendparts.NoWait into a full queue: %v", err)
 		}
 		if d := time.Since(start); d > framedSlack {
 			t.Fatalf("sends that may not wait took %v", d)
@@ -265,7 +267,7 @@ func TestFramedSendStalledPeer(t *testing.T) {
 				t.Fatalf("send %d after the peer resumed: %v", seq, err)
 			}
 		}
-		// With room, a closed cancel channel (like NoWait) still sends.
+		// With room, a closed cancel channel (like sendparts.NoWait) still sends.
 		framedIdle(t, a)
 		if err := framedSendSeq(a, time.Time{}, cancel, big+2); err != nil {
 			t.Fatalf("send with a closed cancel channel and room: %v", err)

@@ -11,34 +11,34 @@ import (
 	"time"
 )
 
-// Message types from TypeReserved up (0xFF00–0xFFFF) are reserved by this
+// Message types from typeReserved up (0xFF00–0xFFFF) are reserved by this
 // package; applications use the types below it.
 const (
-	// TypeReserved is the first message type reserved by the package.
-	TypeReserved uint16 = 0xFF00
-	// TypeStream carries a piece of a NetConn byte stream.
-	TypeStream uint16 = 0xFF00
-	// TypeStreamEOF ends a NetConn byte stream in one direction (CloseWrite).
+	// typeReserved is the first message type reserved by the package.
+	typeReserved uint16 = 0xFF00
+	// typeStream carries a piece of a NetConn byte stream.
+	typeStream uint16 = 0xFF00
+	// typeStreamEOF ends a NetConn byte stream in one direction (CloseWrite).
 	// It has no payload.
-	TypeStreamEOF uint16 = 0xFF01
+	typeStreamEOF uint16 = 0xFF01
 )
 
-// ncMaxChunk caps one TypeStream message, so a huge Write needs no huge
+// ncMaxChunk caps one typeStream message, so a huge Write needs no huge
 // message (and a peer's small MaxMessage is respected below it).
 const ncMaxChunk = 1 << 20
 
-// NetAddr is the net.Addr of a NetConn end: the transport kind and, for the
+// netAddr is the net.Addr of a NetConn end: the transport kind and, for the
 // remote end, the name the peer declared in the handshake.
-type NetAddr struct {
+type netAddr struct {
 	Kind Kind
 	Name string // the peer's declared name; empty for the local end
 }
 
 // Network returns "ringwire+" and the kind, e.g. "ringwire+shm".
-func (a NetAddr) Network() string { return "ringwire+" + a.Kind.String() }
+func (a netAddr) Network() string { return "ringwire+" + a.Kind.String() }
 
 // String returns the name, or the kind when there is no name.
-func (a NetAddr) String() string {
+func (a netAddr) String() string {
 	if a.Name != "" {
 		return a.Name
 	}
@@ -47,7 +47,7 @@ func (a NetAddr) String() string {
 
 // NetConn returns a net.Conn that carries a byte stream over c, which it owns
 // (its Close closes c). The peer must use NetConn too: each Write travels as
-// one or more TypeStream messages and CloseWrite as TypeStreamEOF.
+// one or more typeStream messages and CloseWrite as typeStreamEOF.
 //
 // The returned value also has CloseWrite and CloseRead methods, like
 // *net.TCPConn, and Info, the Conn's. Errors are *net.OpErrors following the
@@ -67,7 +67,7 @@ func (a NetAddr) String() string {
 //
 // Addresses come from an optional LocalAddr/RemoteAddr pair of methods on c
 // (a framed Conn over TCP can report its socket's addresses); otherwise they
-// are NetAddr values built from c.Info().
+// are netAddr values built from c.Info().
 func NetConn(c Conn) net.Conn {
 	info := c.Info()
 	nc := &ncConn{c: c, chunk: ncMaxChunk}
@@ -80,10 +80,10 @@ func NetConn(c Conn) net.Conn {
 	}); ok && a.LocalAddr() != nil && a.RemoteAddr() != nil {
 		nc.laddr, nc.raddr = a.LocalAddr(), a.RemoteAddr()
 	} else {
-		nc.laddr = NetAddr{Kind: info.Kind}
-		nc.raddr = NetAddr{Kind: info.Kind, Name: info.Peer.Name}
+		nc.laddr = netAddr{Kind: info.Kind}
+		nc.raddr = netAddr{Kind: info.Kind, Name: info.Peer.Name}
 	}
-	nc.network = NetAddr{Kind: info.Kind}.Network()
+	nc.network = netAddr{Kind: info.Kind}.Network()
 	return nc
 }
 
@@ -108,7 +108,7 @@ type ncConn struct {
 
 	wmu     sync.Mutex
 	wshut   bool // CloseWrite was called (under wmu)
-	eofSent bool // TypeStreamEOF went out (under wmu)
+	eofSent bool // typeStreamEOF went out (under wmu)
 }
 
 // ncNoDeadline marks an unset deadline.
@@ -196,13 +196,13 @@ func (c *ncConn) Read(p []byte) (int, error) {
 		}
 		c.held = true
 		switch m.Type {
-		case TypeStream:
+		case typeStream:
 			if len(m.Data) == 0 {
 				c.dropHeld()
 				continue
 			}
 			c.rbuf = m.Data
-		case TypeStreamEOF:
+		case typeStreamEOF:
 			c.dropHeld()
 			if len(m.Data) != 0 {
 				c.rerr = c.opError("read", fmt.Errorf("transport: stream end with a %d-byte payload: %w", len(m.Data), ErrCorrupt))
@@ -267,7 +267,7 @@ func (c *ncConn) Write(p []byte) (int, error) {
 			return n, nil
 		}
 		k := min(len(p), c.chunk)
-		if err := c.c.Send(TypeStream, p[:k]); err != nil {
+		if err := c.c.Send(typeStream, p[:k]); err != nil {
 			return n, c.writeError("write", err)
 		}
 		n += k
@@ -308,7 +308,7 @@ func (c *ncConn) CloseWrite() error {
 	if ncExpired(c.wdeadline.Load()) {
 		return c.opError("close", ncTimeoutError{ErrTimeout})
 	}
-	if err := c.c.Send(TypeStreamEOF, nil); err != nil {
+	if err := c.c.Send(typeStreamEOF, nil); err != nil {
 		return c.writeError("close", err)
 	}
 	c.eofSent = true
@@ -414,8 +414,8 @@ func (c *ncConn) setError(err error) error {
 	return c.opError("set", err)
 }
 
-// Acceptor is what NetListener needs; *Listener satisfies it.
-type Acceptor interface {
+// acceptor is what NetListener needs; *Listener satisfies it.
+type acceptor interface {
 	Accept() (Conn, error)
 	Close() error
 	Addr() net.Addr
@@ -426,12 +426,12 @@ type Acceptor interface {
 // After Close, Accept returns an error matching net.ErrClosed (and ErrClosed).
 // Other Accept errors come back as temporary net.Errors, so servers that back
 // off and retry on those (net/http, gRPC) keep serving.
-func NetListener(l Acceptor) net.Listener {
+func NetListener(l acceptor) net.Listener {
 	return &ncListener{l: l}
 }
 
 type ncListener struct {
-	l      Acceptor
+	l      acceptor
 	closed atomic.Bool
 }
 
@@ -466,7 +466,7 @@ func (l *ncListener) opError(err error) error {
 	return &net.OpError{Op: "accept", Net: network, Addr: a, Err: err}
 }
 
-// Close closes the Acceptor; pending and later Accepts fail.
+// Close closes the acceptor; pending and later Accepts fail.
 func (l *ncListener) Close() error {
 	l.closed.Store(true)
 	return l.l.Close()

@@ -491,10 +491,10 @@ func testNetConnBehaviour(t *testing.T, mk func(t *testing.T) (Conn, Conn)) {
 		a, b := mk(t)
 		c2 := NetConn(b)
 		ncGuard(t, a, c2)
-		if err := a.Send(TypeStream, []byte("ok")); err != nil {
+		if err := a.Send(typeStream, []byte("ok")); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.Send(TypeStream, nil); err != nil { // empty: skipped
+		if err := a.Send(typeStream, nil); err != nil { // empty: skipped
 			t.Fatal(err)
 		}
 		if err := a.Send(7, []byte("not a stream")); err != nil {
@@ -514,7 +514,7 @@ func testNetConnBehaviour(t *testing.T, mk func(t *testing.T) (Conn, Conn)) {
 		a, b := mk(t)
 		c2 := NetConn(b)
 		ncGuard(t, a, c2)
-		if err := a.Send(TypeStreamEOF, []byte("junk")); err != nil {
+		if err := a.Send(typeStreamEOF, []byte("junk")); err != nil {
 			t.Fatal(err)
 		}
 		c2.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -627,8 +627,8 @@ func TestNetConnChunks(t *testing.T) {
 		b.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for i, want := range tc.want {
 			m, err := b.Recv()
-			if err != nil || m.Type != TypeStream || len(m.Data) != want {
-				t.Fatalf("max %d: message %d: type %#x, %d bytes, %v; want TypeStream, %d bytes",
+			if err != nil || m.Type != typeStream || len(m.Data) != want {
+				t.Fatalf("max %d: message %d: type %#x, %d bytes, %v; want typeStream, %d bytes",
 					tc.max, i, m.Type, len(m.Data), err, want)
 			}
 			b.Release()
@@ -721,7 +721,7 @@ func TestNetConnDeadlineNanos(t *testing.T) {
 	}
 }
 
-// ncAcceptor is an Acceptor fed by a channel.
+// ncAcceptor is an acceptor fed by a channel.
 type ncAcceptor struct {
 	conns chan Conn
 	errs  chan error
@@ -749,7 +749,7 @@ func (a *ncAcceptor) Close() error {
 	return nil
 }
 
-func (a *ncAcceptor) Addr() net.Addr { return NetAddr{Kind: KindUnix, Name: "acceptor"} }
+func (a *ncAcceptor) Addr() net.Addr { return netAddr{Kind: KindUnix, Name: "acceptor"} }
 
 func TestNetConnListener(t *testing.T) {
 	acc := newNcAcceptor()

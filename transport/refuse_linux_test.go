@@ -277,7 +277,7 @@ func TestRefusalsOnTheWire(t *testing.T) {
 	t.Run("tcp-without-client-certificate", func(t *testing.T) {
 		logs := newLogCapture()
 		l, _ := listenCombo(t, combo{kind: KindTCP}, &Config{Logger: slog.New(logs)})
-		tc := &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+		tc := &tls.Config{RootCAs: ca(t).certPool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, err := Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: tc})
@@ -376,11 +376,11 @@ func intruderTLS(t *testing.T) *tls.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := other.Issue("intruder")
+	cert, err := other.issue("intruder")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tls.Config{RootCAs: ca(t).Pool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	return &tls.Config{RootCAs: ca(t).certPool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 }
 
 // TestSilentHostCannotStarveOthers: one host that holds connections open

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/duplex"
+	"github.com/ringwire/ringwire/internal/sendparts"
 	"github.com/ringwire/ringwire/internal/streamcopy"
 	"github.com/ringwire/ringwire/ring"
 )
@@ -98,7 +99,7 @@ func (c *shmConn) SendParts(typ uint16, head, body []byte) error {
 
 // SendPartsUntil sends head followed by body as one message, waiting for the
 // send token and for ring room only within deadline, cancel and the write
-// deadline (see BoundedSender). A message that fits one record is copied
+// deadline (see sendparts.BoundedSender). A message that fits one record is copied
 // straight into the ring; a larger one is fragmented, and if the bound ends
 // after its first fragment went out, the rest is finished in the background.
 func (c *shmConn) SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error {
@@ -427,3 +428,5 @@ func (c *shmConn) Stats() Stats {
 		Handoffs:     tx.Handoffs + rx.Handoffs,
 	}
 }
+
+var _ sendparts.BoundedSender = (*shmConn)(nil)

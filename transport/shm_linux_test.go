@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ringwire/ringwire/internal/sendparts"
 )
 
 // chaosRing is the ring size of the close-race tests: small, so that rings
@@ -190,11 +192,11 @@ func chaos(c Conn, seed uint64) error {
 			case 0:
 				err = c.Send(1, msg)
 			case 1:
-				err = SendParts(c, 1, msg[:split], msg[split:])
+				err = sendparts.Parts(c, 1, msg[:split], msg[split:])
 			case 2:
 				err = c.SendBatch([]Message{{Type: 1, Data: msg}})
 			case 3:
-				err = SendPartsUntil(c, NoWait, nil, 1, msg[:split], msg[split:])
+				err = sendparts.Until(c, sendparts.NoWait, nil, 1, msg[:split], msg[split:])
 				if errors.Is(err, ErrTimeout) {
 					err = nil // no room at once: nothing was sent
 				}
@@ -204,14 +206,14 @@ func chaos(c Conn, seed uint64) error {
 				case 0:
 					deadline = time.Now().Add(time.Duration(r.IntN(500)) * time.Microsecond)
 				case 1:
-					deadline = NoWait
+					deadline = sendparts.NoWait
 				}
 				var cancel chan struct{}
 				if r.IntN(2) == 0 {
 					cancel = make(chan struct{})
 					time.AfterFunc(time.Duration(r.IntN(500))*time.Microsecond, func() { close(cancel) })
 				}
-				err = SendPartsUntil(c, deadline, cancel, 1, msg[:split], msg[split:])
+				err = sendparts.Until(c, deadline, cancel, 1, msg[:split], msg[split:])
 			}
 			if finished(err) {
 				return nil

@@ -9,14 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ringwire/ringwire/internal/sendparts"
 )
 
-// fillRing sends small messages on c until SendPartsUntil with NoWait finds
+// fillRing sends small messages on c until SendPartsUntil with sendparts.NoWait finds
 // no room; nobody reads them yet. It returns how many went out.
 func fillRing(t *testing.T, c Conn) int {
 	t.Helper()
 	for i := 0; ; i++ {
-		err := SendPartsUntil(c, NoWait, nil, 2, []byte(strconv.Itoa(i)), make([]byte, 500))
+		err := sendparts.Until(c, sendparts.NoWait, nil, 2, []byte(strconv.Itoa(i)), make([]byte, 500))
 		if errors.Is(err, ErrTimeout) {
 			return i
 		}
@@ -74,7 +76,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 		n := fillRing(t, a)
 		for _, d := range []time.Duration{0, 100 * time.Millisecond} {
 			start := time.Now()
-			err := SendPartsUntil(a, start.Add(d), nil, 2, []byte("x"), nil)
+			err := sendparts.Until(a, start.Add(d), nil, 2, []byte("x"), nil)
 			if !errors.Is(err, ErrTimeout) || !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("deadline %v: %v, want ErrTimeout", d, err)
 			}
@@ -92,7 +94,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 		cancel := make(chan struct{})
 		time.AfterFunc(50*time.Millisecond, func() { close(cancel) })
 		start := time.Now()
-		err := SendPartsUntil(a, time.Now().Add(time.Minute), cancel, 2, []byte("x"), nil)
+		err := sendparts.Until(a, time.Now().Add(time.Minute), cancel, 2, []byte("x"), nil)
 		if !errors.Is(err, ErrCanceled) {
 			t.Fatalf("SendPartsUntil with a closed cancel: %v", err)
 		}
@@ -101,7 +103,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 		}
 		// A cancel already closed sends nothing, even with room.
 		drain(t, b, n)
-		if err := SendPartsUntil(a, time.Time{}, cancel, 3, []byte("no"), nil); !errors.Is(err, ErrCanceled) {
+		if err := sendparts.Until(a, time.Time{}, cancel, 3, []byte("no"), nil); !errors.Is(err, ErrCanceled) {
 			t.Fatalf("SendPartsUntil with a closed cancel and room: %v", err)
 		}
 		roundTrip(t, a, b)
@@ -117,7 +119,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 		go func() { blocked <- a.Send(2, []byte(strconv.Itoa(n))) }()
 		time.Sleep(20 * time.Millisecond)
 		start := time.Now()
-		err := SendPartsUntil(a, start.Add(100*time.Millisecond), nil, 3, []byte("ping"), nil)
+		err := sendparts.Until(a, start.Add(100*time.Millisecond), nil, 3, []byte("ping"), nil)
 		if !errors.Is(err, ErrTimeout) {
 			t.Fatalf("SendPartsUntil behind a blocked Send: %v", err)
 		}
@@ -126,7 +128,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 		}
 		cancel := make(chan struct{})
 		time.AfterFunc(30*time.Millisecond, func() { close(cancel) })
-		if err := SendPartsUntil(a, time.Time{}, cancel, 3, []byte("ping"), nil); !errors.Is(err, ErrCanceled) {
+		if err := sendparts.Until(a, time.Time{}, cancel, 3, []byte("ping"), nil); !errors.Is(err, ErrCanceled) {
 			t.Fatalf("canceled SendPartsUntil behind a blocked Send: %v", err)
 		}
 		select {
@@ -147,7 +149,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A write deadline in the past fails at once, even with room.
-		if err := SendPartsUntil(a, time.Time{}, nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
+		if err := sendparts.Until(a, time.Time{}, nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
 			t.Fatalf("SendPartsUntil past the write deadline: %v", err)
 		}
 		if err := a.SetWriteDeadline(time.Time{}); err != nil {
@@ -159,7 +161,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 		go func() { blocked <- a.Send(2, []byte(strconv.Itoa(n))) }()
 		time.Sleep(20 * time.Millisecond)
 		waiting := make(chan error, 1)
-		go func() { waiting <- SendPartsUntil(a, time.Time{}, nil, 3, []byte("x"), nil) }()
+		go func() { waiting <- sendparts.Until(a, time.Time{}, nil, 3, []byte("x"), nil) }()
 		time.Sleep(20 * time.Millisecond)
 		start := time.Now()
 		if err := a.SetWriteDeadline(start.Add(50 * time.Millisecond)); err != nil {
@@ -186,12 +188,12 @@ func TestShmSendPartsUntil(t *testing.T) {
 	t.Run("nowait", func(t *testing.T) {
 		a, b := shmPair(t)
 		n := fillRing(t, a)
-		if err := SendPartsUntil(a, NoWait, nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
-			t.Fatalf("SendPartsUntil(NoWait) on a full ring = %v", err)
+		if err := sendparts.Until(a, sendparts.NoWait, nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("sendparts.Until(sendparts.NoWait) on a full ring = %v", err)
 		}
 		drain(t, b, n)
-		if err := SendPartsUntil(a, NoWait, nil, 2, []byte("0"), []byte("y")); err != nil {
-			t.Fatalf("SendPartsUntil(NoWait) with room = %v", err)
+		if err := sendparts.Until(a, sendparts.NoWait, nil, 2, []byte("0"), []byte("y")); err != nil {
+			t.Fatalf("sendparts.Until(sendparts.NoWait) with room = %v", err)
 		}
 		drain(t, b, 1)
 	})
@@ -199,7 +201,7 @@ func TestShmSendPartsUntil(t *testing.T) {
 	t.Run("too-large", func(t *testing.T) {
 		a, _ := shmPair(t)
 		max := a.Info().MaxMessage
-		if err := SendPartsUntil(a, time.Time{}, nil, 2, make([]byte, max), []byte("x")); !errors.Is(err, ErrTooLarge) {
+		if err := sendparts.Until(a, time.Time{}, nil, 2, make([]byte, max), []byte("x")); !errors.Is(err, ErrTooLarge) {
 			t.Fatalf("SendPartsUntil over MaxMessage: %v", err)
 		}
 	})
@@ -222,7 +224,7 @@ func TestShmSendPartsUntilFragmented(t *testing.T) {
 	a, b := shmPair(t)
 	msg, want := largeMsg(100<<10), largeMsg(100<<10) // the ring holds 16 KiB
 	start := time.Now()
-	if err := SendPartsUntil(a, start.Add(50*time.Millisecond), nil, 4, msg[:1000], msg[1000:]); err != nil {
+	if err := sendparts.Until(a, start.Add(50*time.Millisecond), nil, 4, msg[:1000], msg[1000:]); err != nil {
 		t.Fatalf("SendPartsUntil of a fragmented message cut by its deadline: %v", err)
 	}
 	if el := time.Since(start); el > 100*time.Millisecond {
@@ -231,7 +233,7 @@ func TestShmSendPartsUntilFragmented(t *testing.T) {
 	clear(msg) // the caller may reuse its buffers: the rest was copied
 	// The background finisher holds the token: a later sender waits for it
 	// within its bounds, and sends nothing when they end.
-	if err := SendPartsUntil(a, time.Now().Add(30*time.Millisecond), nil, 5, []byte("behind"), nil); !errors.Is(err, ErrTimeout) {
+	if err := sendparts.Until(a, time.Now().Add(30*time.Millisecond), nil, 5, []byte("behind"), nil); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("SendPartsUntil behind the finisher: %v", err)
 	}
 	later := make(chan error, 1)
@@ -269,7 +271,7 @@ func TestShmCloseEndsFinisher(t *testing.T) {
 	a, b := pair()
 	defer b.Close()
 	before := finishers()
-	if err := SendPartsUntil(a, time.Now().Add(20*time.Millisecond), nil, 4, largeMsg(100<<10), nil); err != nil {
+	if err := sendparts.Until(a, time.Now().Add(20*time.Millisecond), nil, 4, largeMsg(100<<10), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := finishers(); n != before+1 {
@@ -301,7 +303,7 @@ func TestShmPeerGoneEndsFinisher(t *testing.T) {
 	a, b := pair()
 	defer a.Close()
 	before := finishers()
-	if err := SendPartsUntil(a, time.Now().Add(20*time.Millisecond), nil, 4, largeMsg(100<<10), nil); err != nil {
+	if err := sendparts.Until(a, time.Now().Add(20*time.Millisecond), nil, 4, largeMsg(100<<10), nil); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
@@ -325,7 +327,7 @@ func TestShmExpiredDeadlineKeepsConn(t *testing.T) {
 	}
 	_ = b.SetReadDeadline(time.Time{})
 	n := fillRing(t, a)
-	if err := SendPartsUntil(a, time.Now().Add(20*time.Millisecond), nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
+	if err := sendparts.Until(a, time.Now().Add(20*time.Millisecond), nil, 2, []byte("x"), nil); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("SendPartsUntil on a full ring: %v", err)
 	}
 	_ = a.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
@@ -363,10 +365,10 @@ func TestShmSendNoAlloc(t *testing.T) {
 	head, body := []byte("head"), make([]byte, 100)
 	cancel := make(chan struct{})
 	for name, send := range map[string]func() error{
-		"Send":           func() error { return a.Send(1, body) },
-		"SendParts":      func() error { return SendParts(a, 1, head, body) },
-		"SendPartsUntil": func() error { return SendPartsUntil(a, time.Now().Add(time.Second), cancel, 1, head, body) },
-		"NoWait":         func() error { return SendPartsUntil(a, NoWait, nil, 1, head, body) },
+		"Send":             func() error { return a.Send(1, body) },
+		"SendParts":        func() error { return sendparts.Parts(a, 1, head, body) },
+		"SendPartsUntil":   func() error { return sendparts.Until(a, time.Now().Add(time.Second), cancel, 1, head, body) },
+		"sendparts.NoWait": func() error { return sendparts.Until(a, sendparts.NoWait, nil, 1, head, body) },
 	} {
 		allocs := testing.AllocsPerRun(1000, func() {
 			if err := send(); err != nil {

@@ -20,9 +20,9 @@ import (
 	"unicode/utf8"
 )
 
-// CAValidity is how long a CA from NewCA is valid. Leaves it issues are
+// caValidity is how long a CA from NewCA is valid. Leaves it issues are
 // valid as long, but never beyond the CA itself.
-const CAValidity = 365 * 24 * time.Hour
+const caValidity = 365 * 24 * time.Hour
 
 // caClockSkew back-dates certificates so a peer whose clock lags a little
 // still accepts them.
@@ -51,7 +51,7 @@ type CA struct {
 }
 
 // NewCA creates a CA named name (its subject's common name), valid for
-// CAValidity from now and allowed to sign leaves only (path length 0).
+// caValidity from now and allowed to sign leaves only (path length 0).
 func NewCA(name string) (*CA, error) {
 	if err := caCheckName(name); err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func NewCA(name string) (*CA, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"ringwire"}},
 		NotBefore:             now.Add(-caClockSkew),
-		NotAfter:              now.Add(CAValidity),
+		NotAfter:              now.Add(caValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -103,19 +103,19 @@ func caSerial() (*big.Int, error) {
 	}
 }
 
-// Certificate returns the CA's certificate (for peers' trust stores). It is
+// certificate returns the CA's certificate (tests check its validity). It is
 // shared: do not modify it.
-func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
+func (ca *CA) certificate() *x509.Certificate { return ca.cert }
 
-// Pool returns a new pool holding only the CA's certificate.
-func (ca *CA) Pool() *x509.CertPool { return ca.pool.Clone() }
+// certPool returns a new pool holding only the CA's certificate.
+func (ca *CA) certPool() *x509.CertPool { return ca.pool.Clone() }
 
-// Issue creates a leaf certificate and key for name, good for both server
+// issue creates a leaf certificate and key for name, good for both server
 // and client authentication. Its common name is name; its subject alternative
 // names are the URI "ringwire:" + name (URL-escaped), name itself as a DNS
 // name when it is a valid one, and hosts — each an IP address or a DNS name.
 // A client verifies a server against these names (tls.Config.ServerName).
-func (ca *CA) Issue(name string, hosts ...string) (tls.Certificate, error) {
+func (ca *CA) issue(name string, hosts ...string) (tls.Certificate, error) {
 	if err := caCheckName(name); err != nil {
 		return tls.Certificate{}, err
 	}
@@ -151,7 +151,7 @@ func (ca *CA) Issue(name string, hosts ...string) (tls.Certificate, error) {
 	if tmpl.NotBefore.Before(ca.cert.NotBefore) {
 		tmpl.NotBefore = ca.cert.NotBefore
 	}
-	tmpl.NotAfter = now.Add(CAValidity)
+	tmpl.NotAfter = now.Add(caValidity)
 	if tmpl.NotAfter.After(ca.cert.NotAfter) {
 		tmpl.NotAfter = ca.cert.NotAfter
 	}
@@ -176,22 +176,22 @@ func (ca *CA) Issue(name string, hosts ...string) (tls.Certificate, error) {
 // ServerConfig returns a TLS 1.3 server configuration with a fresh leaf for
 // name and hosts that requires clients to present a certificate from this CA.
 func (ca *CA) ServerConfig(name string, hosts ...string) (*tls.Config, error) {
-	cert, err := ca.Issue(name, hosts...)
+	cert, err := ca.issue(name, hosts...)
 	if err != nil {
 		return nil, err
 	}
-	return caServerConfig(cert, ca.Pool()), nil
+	return caServerConfig(cert, ca.certPool()), nil
 }
 
 // ClientConfig returns a TLS 1.3 client configuration with a fresh leaf for
 // name that trusts only this CA and expects the server to be serverName
 // (empty: tls.Dial fills it in from the address dialled).
 func (ca *CA) ClientConfig(name, serverName string) (*tls.Config, error) {
-	cert, err := ca.Issue(name)
+	cert, err := ca.issue(name)
 	if err != nil {
 		return nil, err
 	}
-	return caClientConfig(cert, ca.Pool(), serverName), nil
+	return caClientConfig(cert, ca.certPool(), serverName), nil
 }
 
 func caServerConfig(cert tls.Certificate, pool *x509.CertPool) *tls.Config {
@@ -220,7 +220,7 @@ func (ca *CA) ClientBundle(name, serverName string) ([]byte, error) {
 	if serverName != "" && !caValidDNSName(serverName) && net.ParseIP(serverName) == nil {
 		return nil, fmt.Errorf("transport: server name %q: %w", serverName, ErrConfig)
 	}
-	cert, err := ca.Issue(name)
+	cert, err := ca.issue(name)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func (ca *CA) ClientBundle(name, serverName string) ([]byte, error) {
 // with the CA certificate and the leaf's key, for a remote plugin that serves
 // TCP with mutual TLS. ServerConfigFromBundle reads it back.
 func (ca *CA) ServerBundle(name string, hosts ...string) ([]byte, error) {
-	cert, err := ca.Issue(name, hosts...)
+	cert, err := ca.issue(name, hosts...)
 	if err != nil {
 		return nil, err
 	}

@@ -170,7 +170,7 @@ func TestTLSHandshake(t *testing.T) {
 func TestTLSNoClientCertificate(t *testing.T) {
 	ca := caMustCA(t, "host-ca")
 	addr, res := caServe(t, caMust[*tls.Config](t)(ca.ServerConfig("host")))
-	cli := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.Pool(), ServerName: "host"}
+	cli := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.certPool(), ServerName: "host"}
 	tc, err := caDial(t, addr, cli)
 	caRefusedByServer(t, tc, err, res)
 }
@@ -179,7 +179,7 @@ func TestTLSForeignClientCertificate(t *testing.T) {
 	ca, other := caMustCA(t, "host-ca"), caMustCA(t, "other-ca")
 	addr, res := caServe(t, caMust[*tls.Config](t)(ca.ServerConfig("host")))
 	cli := caMust[*tls.Config](t)(other.ClientConfig("intruder", "host"))
-	cli.RootCAs = ca.Pool() // it trusts the server: only its own certificate is wrong
+	cli.RootCAs = ca.certPool() // it trusts the server: only its own certificate is wrong
 	tc, err := caDial(t, addr, cli)
 	caRefusedByServer(t, tc, err, res)
 }
@@ -187,7 +187,7 @@ func TestTLSForeignClientCertificate(t *testing.T) {
 func TestTLSForeignServerCertificate(t *testing.T) {
 	ca, other := caMustCA(t, "host-ca"), caMustCA(t, "other-ca")
 	srv := caMust[*tls.Config](t)(other.ServerConfig("host"))
-	srv.ClientCAs = ca.Pool() // it would accept the client: only its own certificate is wrong
+	srv.ClientCAs = ca.certPool() // it would accept the client: only its own certificate is wrong
 	addr, res := caServe(t, srv)
 	_, err := caDial(t, addr, caMust[*tls.Config](t)(ca.ClientConfig("plugin", "host")))
 	var unknown x509.UnknownAuthorityError
@@ -262,7 +262,7 @@ func TestTLSBundles(t *testing.T) {
 		other := caMustCA(t, "other-ca")
 		addr, res = caServe(t, srv)
 		cli := caMust[*tls.Config](t)(other.ClientConfig("intruder", "127.0.0.1"))
-		cli.RootCAs = ca.Pool()
+		cli.RootCAs = ca.certPool()
 		tc, err = caDial(t, addr, cli)
 		caRefusedByServer(t, tc, err, res)
 	})
@@ -321,7 +321,7 @@ func TestTLSBundleRejects(t *testing.T) {
 func TestCACertificates(t *testing.T) {
 	before := time.Now()
 	ca := caMustCA(t, "host-ca")
-	root := ca.Certificate()
+	root := ca.certificate()
 	if !root.IsCA || !root.BasicConstraintsValid || root.MaxPathLen != 0 || !root.MaxPathLenZero {
 		t.Errorf("CA constraints: IsCA %v, valid %v, MaxPathLen %d (zero %v)",
 			root.IsCA, root.BasicConstraintsValid, root.MaxPathLen, root.MaxPathLenZero)
@@ -335,8 +335,8 @@ func TestCACertificates(t *testing.T) {
 	if pk, ok := root.PublicKey.(*ecdsa.PublicKey); !ok || pk.Curve != elliptic.P256() {
 		t.Errorf("CA key %T, want ECDSA P-256", root.PublicKey)
 	}
-	if d := root.NotAfter.Sub(before); d < CAValidity-time.Minute || d > CAValidity+time.Minute {
-		t.Errorf("the CA is valid for %v, want %v", d, CAValidity)
+	if d := root.NotAfter.Sub(before); d < caValidity-time.Minute || d > caValidity+time.Minute {
+		t.Errorf("the CA is valid for %v, want %v", d, caValidity)
 	}
 	if root.SerialNumber.Sign() <= 0 || root.SerialNumber.BitLen() > 128 {
 		t.Errorf("serial %v", root.SerialNumber)
@@ -345,7 +345,7 @@ func TestCACertificates(t *testing.T) {
 		t.Errorf("CA CN %q", root.Subject.CommonName)
 	}
 
-	cert := caMust[tls.Certificate](t)(ca.Issue("plugin-a", "127.0.0.1", "::1", "example.internal", "plugin-a"))
+	cert := caMust[tls.Certificate](t)(ca.issue("plugin-a", "127.0.0.1", "::1", "example.internal", "plugin-a"))
 	leaf := cert.Leaf
 	if leaf == nil {
 		t.Fatal("Issue left Leaf nil")
@@ -378,14 +378,14 @@ func TestCACertificates(t *testing.T) {
 		t.Errorf("leaf serial %v", leaf.SerialNumber)
 	}
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.certPool(), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
 			t.Errorf("leaf does not verify for %v: %v", usage, err)
 		}
 	}
 	if err := leaf.VerifyHostname("example.internal"); err != nil {
 		t.Error(err)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: caMustCA(t, "other").Pool()}); err == nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: caMustCA(t, "other").certPool()}); err == nil {
 		t.Error("a leaf verifies against another CA")
 	}
 	if pk, ok := cert.PrivateKey.(*ecdsa.PrivateKey); !ok || !pk.PublicKey.Equal(leaf.PublicKey) {
@@ -393,12 +393,12 @@ func TestCACertificates(t *testing.T) {
 	}
 
 	// A name that is no DNS name still gets its URI.
-	odd := caMust[tls.Certificate](t)(ca.Issue("my plugin/1"))
+	odd := caMust[tls.Certificate](t)(ca.issue("my plugin/1"))
 	if len(odd.Leaf.DNSNames) != 0 || len(odd.Leaf.URIs) != 1 || odd.Leaf.URIs[0].String() != "ringwire:my%20plugin%2F1" {
 		t.Errorf("DNS %v, URIs %v", odd.Leaf.DNSNames, odd.Leaf.URIs)
 	}
 	// Every certificate gets its own serial.
-	again := caMust[tls.Certificate](t)(ca.Issue("plugin-a"))
+	again := caMust[tls.Certificate](t)(ca.issue("plugin-a"))
 	if again.Leaf.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
 		t.Error("two leaves share a serial number")
 	}
@@ -422,7 +422,7 @@ func TestCAInvalidInput(t *testing.T) {
 		{"ok", []string{"-leading.example"}},
 		{"ok", []string{"fe80::1%eth0"}},
 	} {
-		if _, err := ca.Issue(tc.name, tc.hosts...); !errors.Is(err, ErrConfig) {
+		if _, err := ca.issue(tc.name, tc.hosts...); !errors.Is(err, ErrConfig) {
 			t.Errorf("Issue(%q, %q): %v, want ErrConfig", tc.name, tc.hosts, err)
 		}
 	}
@@ -433,9 +433,9 @@ func TestCAInvalidInput(t *testing.T) {
 
 func TestCAPoolIsACopy(t *testing.T) {
 	ca, other := caMustCA(t, "host-ca"), caMustCA(t, "other-ca")
-	ca.Pool().AddCert(other.Certificate())
-	foreign := caMust[tls.Certificate](t)(other.Issue("x"))
-	if _, err := foreign.Leaf.Verify(x509.VerifyOptions{Roots: ca.Pool()}); err == nil {
+	ca.certPool().AddCert(other.certificate())
+	foreign := caMust[tls.Certificate](t)(other.issue("x"))
+	if _, err := foreign.Leaf.Verify(x509.VerifyOptions{Roots: ca.certPool()}); err == nil {
 		t.Error("changing a returned pool changed the CA's trust")
 	}
 }

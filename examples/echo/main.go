@@ -100,7 +100,7 @@ func run(n, size, big, callers int) error {
 			return err
 		}
 	}
-	s := client.Peer().Stats()
+	s := client.Stats()
 	fmt.Printf("host side: %d messages sent, %d received, %d futex wake-ups issued, %d parks\n", s.MessagesSent, s.MessagesRecv, s.Wakes, s.Parks)
 
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -114,7 +114,7 @@ func run() error {
 		}
 	}
 	d := time.Since(start)
-	s := client.Peer().Stats()
+	s := client.Stats()
 	fmt.Printf("%d echoes of %d KiB: %v each; %d payload bytes sent as %d on the wire (%.1fx smaller)\n",
 		n, len(payload)>>10, d/n, s.BytesSent, s.WireBytesSent, float64(s.BytesSent)/float64(max(s.WireBytesSent, 1)))
 
@@ -137,7 +137,7 @@ func listeningAddr(out interface{ Read([]byte) (int, error) }, timeout time.Dura
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == plugin.ListeningPrefix {
+			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "RINGWIRE_LISTENING" {
 				found <- f[2]
 				break
 			}

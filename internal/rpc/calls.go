@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/sendparts"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -284,7 +285,7 @@ func (p *Peer) finish(ctx context.Context, id uint64, c *call, reply *[]byte) er
 // ctx's error and sent nothing: the connection goes on.
 func (p *Peer) sendCtx(ctx context.Context, typ uint16, head, body []byte) error {
 	dl, _ := ctx.Deadline()
-	err := transport.SendPartsUntil(p.conn, dl, ctx.Done(), typ, head, body)
+	err := sendparts.Until(p.conn, dl, ctx.Done(), typ, head, body)
 	if err != nil && (errors.Is(err, transport.ErrTimeout) || errors.Is(err, transport.ErrCanceled)) {
 		if e := ctx.Err(); e != nil {
 			return e

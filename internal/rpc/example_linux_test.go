@@ -135,10 +135,10 @@ func ExamplePeer_New() {
 	}
 	h.Call(ctx, "add", []byte("abc"))
 	n, _ := h.Call(ctx, "add", []byte("de"))
-	fmt.Println(h.Type(), string(n))
+	fmt.Println(string(n))
 	fmt.Println(h.Destroy(ctx))
 	// Output:
-	// counter 5
+	// 5
 	// <nil>
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/sendparts"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -245,7 +246,7 @@ func rawFloodChild(c transport.Conn) int {
 		defer close(sendDone)
 		for id := 1; id <= s.Calls; id++ {
 			head := appendCall(nil, uint64(id), int64(s.Timeout), 0, 0, "", s.Methods[0], nil)
-			if err := transport.SendPartsUntil(c, end, nil, kindCall, head, req); err != nil {
+			if err := sendparts.Until(c, end, nil, kindCall, head, req); err != nil {
 				sendErr.Store(err.Error())
 				return
 			}

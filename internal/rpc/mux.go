@@ -73,13 +73,13 @@ func (r *Reply) Extend(n int) []byte {
 }
 
 // Len is the reply's length so far.
-func (r *Reply) Len() int { return len(r.b) - r.base }
+func (r *Reply) len() int { return len(r.b) - r.base }
 
 // Bytes returns the reply so far (valid until the next write).
-func (r *Reply) Bytes() []byte { return r.b[r.base:] }
+func (r *Reply) bytes() []byte { return r.b[r.base:] }
 
 // Reset empties the reply.
-func (r *Reply) Reset() { r.b = r.b[:r.base] }
+func (r *Reply) reset() { r.b = r.b[:r.base] }
 
 // method is one registered method with the statistics that decide whether it
 // runs on the reading goroutine.
@@ -197,7 +197,7 @@ func (m *Mux) constructor(name []byte) Constructor {
 }
 
 // Methods lists the registered method names, sorted.
-func (m *Mux) Methods() []string {
+func (m *Mux) methodNames() []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	names := make([]string, 0, len(m.methods))
@@ -209,7 +209,7 @@ func (m *Mux) Methods() []string {
 }
 
 // Types lists the registered object type names, sorted.
-func (m *Mux) Types() []string {
+func (m *Mux) typeNames() []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	names := make([]string, 0, len(m.types))
@@ -221,7 +221,7 @@ func (m *Mux) Types() []string {
 }
 
 // Infos lists the registered methods with their signatures, sorted by name.
-func (m *Mux) Infos() []MethodInfo {
+func InfosOf(m *Mux) []MethodInfo {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	infos := make([]MethodInfo, 0, len(m.methods))
@@ -235,7 +235,7 @@ func (m *Mux) Infos() []MethodInfo {
 // Contract is the hash of what m serves (Contract of its methods, with the
 // signatures of typed ones, and types) plus optional schema bytes.
 func (m *Mux) Contract(schema ...[]byte) []byte {
-	return contractOf(m.Infos(), m.Types(), schema...)
+	return contractOf(InfosOf(m), m.typeNames(), schema...)
 }
 
 // Contract hashes a service's method names, object type names and optional

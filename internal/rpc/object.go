@@ -30,12 +30,6 @@ func (p *Peer) New(ctx context.Context, typ string, args []byte) (*Handle, error
 	return &Handle{p: p, id: binary.LittleEndian.Uint64(out), typ: typ}, nil
 }
 
-// ID is the handle's number on its connection.
-func (h *Handle) ID() uint64 { return h.id }
-
-// Type is the object's type name.
-func (h *Handle) Type() string { return h.typ }
-
 // Call invokes method on the object.
 func (h *Handle) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	if h.destroyed.Load() {

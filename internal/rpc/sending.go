@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/sendparts"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -69,7 +70,7 @@ func (p *Peer) post(typ uint16, head, body []byte) {
 	o := &p.out
 	if !o.draining.Load() {
 		// Nothing queued: try without the lock (the usual case).
-		err := transport.SendPartsUntil(p.conn, transport.NoWait, nil, typ, head, body)
+		err := sendparts.Until(p.conn, sendparts.NoWait, nil, typ, head, body)
 		if err == nil || !errors.Is(err, transport.ErrTimeout) {
 			p.sent(err)
 			return
@@ -77,7 +78,7 @@ func (p *Peer) post(typ uint16, head, body []byte) {
 	}
 	o.mu.Lock()
 	if !o.running {
-		err := transport.SendPartsUntil(p.conn, transport.NoWait, nil, typ, head, body)
+		err := sendparts.Until(p.conn, sendparts.NoWait, nil, typ, head, body)
 		if err == nil || !errors.Is(err, transport.ErrTimeout) {
 			o.mu.Unlock()
 			p.sent(err)
@@ -135,7 +136,7 @@ func (p *Peer) drainOutbox() {
 		m := o.q[0]
 		o.mu.Unlock()
 
-		err := transport.SendPartsUntil(p.conn, time.Now().Add(p.sendTimeout), p.done, m.typ, *m.b, nil)
+		err := sendparts.Until(p.conn, time.Now().Add(p.sendTimeout), p.done, m.typ, *m.b, nil)
 		n := len(*m.b)
 		putBuf(m.b)
 		if errors.Is(err, transport.ErrTimeout) {
@@ -202,7 +203,7 @@ func (p *Peer) sendAnswer(hc *handlerCtx, typ uint16, head, body []byte) error {
 		p.post(typ, head, body)
 		return nil
 	}
-	err := transport.SendPartsUntil(p.conn, transport.NoWait, nil, typ, head, body)
+	err := sendparts.Until(p.conn, sendparts.NoWait, nil, typ, head, body)
 	if err == nil || !errors.Is(err, transport.ErrTimeout) {
 		return err
 	}
@@ -213,7 +214,7 @@ func (p *Peer) sendAnswer(hc *handlerCtx, typ uint16, head, body []byte) error {
 	if !hc.deadline.IsZero() && hc.deadline.Before(dl) {
 		dl, byCall = hc.deadline, true
 	}
-	err = transport.SendPartsUntil(p.conn, dl, p.done, typ, head, body)
+	err = sendparts.Until(p.conn, dl, p.done, typ, head, body)
 	if errors.Is(err, transport.ErrTimeout) {
 		if byCall {
 			return nil // the caller has given up on it already

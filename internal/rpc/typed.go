@@ -57,7 +57,7 @@ func (m *Method[Req, Resp]) Name() string { return m.name }
 
 // Signature names the request and reply codecs ("raw -> json:api.Reply"):
 // two sides agree on a method only if its signatures are equal.
-func (m *Method[Req, Resp]) Signature() string {
+func (m *Method[Req, Resp]) signature() string {
 	return m.req.Name() + " -> " + m.resp.Name()
 }
 
@@ -153,7 +153,7 @@ func (m *Method[Req, Resp]) decodeReply(out []byte) (Resp, error) {
 // buffer); so is a reply that refers to it. A request that does not decode
 // is answered with a CodeInvalidArgument error without calling h.
 func (m *Method[Req, Resp]) Handle(mux *Mux, h func(ctx context.Context, req Req) (Resp, error)) {
-	e := &method{name: m.name, sig: m.Signature()}
+	e := &method{name: m.name, sig: m.signature()}
 	if m.outBytes != nil {
 		// The reply is a slice already: the Peer sends it as it is.
 		e.h = func(ctx context.Context, req []byte) ([]byte, error) {
@@ -211,7 +211,7 @@ func (mi MethodInfo) String() string {
 // Declared is a method as a Service lists it: every *Method is one.
 type Declared interface {
 	Name() string
-	Signature() string
+	signature() string
 }
 
 // Service is one service definition: its name, its version and its typed
@@ -226,7 +226,7 @@ type Service struct {
 func NewService(name, version string, methods ...Declared) *Service {
 	s := &Service{name: name, version: version}
 	for _, m := range methods {
-		s.methods = append(s.methods, MethodInfo{Name: m.Name(), Signature: m.Signature()})
+		s.methods = append(s.methods, MethodInfo{Name: m.Name(), Signature: m.signature()})
 	}
 	slices.SortFunc(s.methods, func(a, b MethodInfo) int { return strings.Compare(a.Name, b.Name) })
 	for i := 1; i < len(s.methods); i++ {
@@ -242,7 +242,7 @@ func (s *Service) Name() string    { return s.name }
 func (s *Service) Version() string { return s.version }
 
 // Methods lists the service's methods, sorted by name.
-func (s *Service) Methods() []MethodInfo { return slices.Clone(s.methods) }
+func MethodsOf(s *Service) []MethodInfo { return slices.Clone(s.methods) }
 
 // Contract is the hash of the service's methods and their signatures: the
 // same as Mux.Contract of a Mux on which exactly these methods are
@@ -256,7 +256,7 @@ func (s *Service) Contract(schema ...[]byte) []byte {
 // handler is found then, not by the first call.
 func (s *Service) Check(mux *Mux) error {
 	have := map[string]string{}
-	for _, mi := range mux.Infos() {
+	for _, mi := range InfosOf(mux) {
 		have[mi.Name] = mi.Signature
 	}
 	var missing, differ []string
