@@ -130,6 +130,17 @@ func WithCallback(ctx context.Context, h func(ctx context.Context, req []byte) (
 	return rpc.WithCallback(ctx, h)
 }
 
+// WithTraceparent returns a context whose calls carry tp, a W3C
+// traceparent, to the handler that serves them (Traceparent there): what a
+// tracing ClientInterceptor sets.
+func WithTraceparent(ctx context.Context, tp string) context.Context {
+	return rpc.WithTraceparent(ctx, tp)
+}
+
+// Traceparent returns, inside a handler, the traceparent its caller sent
+// (WithTraceparent), or "".
+func Traceparent(ctx context.Context) string { return rpc.Traceparent(ctx) }
+
 // CallerOf returns, inside a handler, the other side of the connection the
 // call came on, to call the methods it serves (a plugin calling its host).
 func CallerOf(ctx context.Context) (Caller, bool) {

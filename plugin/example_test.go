@@ -5,11 +5,14 @@ package plugin_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/ringwire/ringwire/plugin"
 )
@@ -93,4 +96,123 @@ func ExampleRegistry() {
 	// first ready
 	// second ready
 	// first stopped
+}
+
+// A host measures each method's latency with an interceptor on the calls
+// it makes (Config.Intercept); Mux.Intercept does the same on the calls a
+// Mux serves.
+func ExampleConfig_intercept() {
+	type stat struct {
+		calls, errors int
+		total         time.Duration
+	}
+	var mu sync.Mutex
+	stats := map[string]*stat{}
+	latency := func(ctx context.Context, method string, req []byte, call func(context.Context) error) error {
+		start := time.Now()
+		err := call(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		s := stats[method]
+		if s == nil {
+			s = &stat{}
+			stats[method] = s
+		}
+		s.calls++
+		s.total += time.Since(start)
+		if err != nil {
+			s.errors++
+		}
+		return err
+	}
+	ctx := context.Background()
+	c, err := plugin.Launch(ctx, &plugin.Config{
+		Name: "echo", Path: os.Args[0], Env: childEnv("echo"), // this test binary as the echo plugin
+		Contract:  echoContract,
+		Intercept: []plugin.ClientInterceptor{latency},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	for range 3 {
+		c.Call(ctx, "echo", []byte("hi"))
+	}
+	c.Call(ctx, "no such method", nil)
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range []string{"echo", "no such method"} {
+		s := stats[m]
+		fmt.Printf("%s: %d calls, %d errors, latency measured: %v\n", m, s.calls, s.errors, s.total > 0)
+	}
+	// Output:
+	// echo: 3 calls, 0 errors, latency measured: true
+	// no such method: 1 calls, 1 errors, latency measured: true
+}
+
+// Inside a handler, the plugin calls the host back: CallerOf(ctx) for the
+// methods the host serves (Config.Mux), Callback for the function the caller
+// attached to this one call with WithCallback.
+func ExampleWithCallback() {
+	ctx := context.Background()
+	host := plugin.NewMux()
+	host.Handle("hostecho", func(_ context.Context, req []byte) ([]byte, error) {
+		return append([]byte("host:"), req...), nil
+	})
+	c, err := plugin.Launch(ctx, &plugin.Config{
+		Name: "echo", Path: os.Args[0], Env: childEnv("echo"),
+		Contract: echoContract,
+		Mux:      host,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	// "callback" calls the host's "hostecho" through CallerOf.
+	out, err := c.Call(ctx, "callback", []byte("ping"))
+	fmt.Println(string(out), err)
+
+	// "scan" hands each word back through Callback.
+	var words []string
+	scan := plugin.WithCallback(ctx, func(_ context.Context, word []byte) ([]byte, error) {
+		words = append(words, string(word))
+		return nil, nil
+	})
+	n, err := c.Call(scan, "scan", []byte("one two three"))
+	fmt.Println(string(n), words, err)
+	// Output:
+	// host:ping <nil>
+	// 3 [one two three] <nil>
+}
+
+// A plugin's Mux registers object types (HandleType); the host creates
+// instances with New and calls their methods through the Handle.
+func ExampleClient_New() {
+	ctx := context.Background()
+	c, err := plugin.Launch(ctx, &plugin.Config{
+		Name: "echo", Path: os.Args[0], Env: childEnv("echo"),
+		Contract: echoContract,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	h, err := c.New(ctx, "counter", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for range 2 {
+		out, err := h.Call(ctx, "add", nil)
+		fmt.Println(binary.LittleEndian.Uint64(out), err)
+	}
+	fmt.Println(h.Destroy(ctx))
+	// Output:
+	// 1 <nil>
+	// 2 <nil>
+	// <nil>
 }

@@ -157,22 +157,22 @@ var childOutput = slog.New(&recorder{mu: new(sync.Mutex), discard: true})
 //	pid       returns the plugin's pid (decimal)
 //	callback  calls the host's "hostecho" with its request and returns the answer
 //	counter   (object type) counts calls of "add"
-func echoMux() *rpc.Mux {
-	m := rpc.NewMux()
+func echoMux() *plugin.Mux {
+	m := plugin.NewMux()
 	m.Handle("echo", func(_ context.Context, req []byte) ([]byte, error) {
 		return bytes.Clone(req), nil
 	})
 	m.Handle("block", func(ctx context.Context, req []byte) ([]byte, error) {
-		peer, _ := rpc.PeerFromContext(ctx)
-		if _, err := peer.Call(ctx, "entered", nil); err != nil {
+		host, _ := plugin.CallerOf(ctx)
+		if _, err := host.Call(ctx, "entered", nil); err != nil {
 			return nil, err
 		}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
 	m.Handle("sleep", func(ctx context.Context, req []byte) ([]byte, error) {
-		peer, _ := rpc.PeerFromContext(ctx)
-		if _, err := peer.Call(ctx, "entered", nil); err != nil {
+		host, _ := plugin.CallerOf(ctx)
+		if _, err := host.Call(ctx, "entered", nil); err != nil {
 			return nil, err
 		}
 		ms, _ := strconv.Atoi(string(req))
@@ -183,20 +183,40 @@ func echoMux() *rpc.Mux {
 		return strconv.AppendInt(nil, int64(os.Getpid()), 10), nil
 	})
 	m.Handle("callback", func(ctx context.Context, req []byte) ([]byte, error) {
-		peer, _ := rpc.PeerFromContext(ctx)
-		return peer.Call(ctx, "hostecho", req)
+		host, _ := plugin.CallerOf(ctx)
+		return host.Call(ctx, "hostecho", req)
 	})
-	m.HandleType("counter", func(context.Context, []byte) (rpc.Object, error) {
-		var n uint64
-		var mu sync.Mutex
-		return rpc.Methods{"add": func(context.Context, []byte) ([]byte, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			n++
-			return binary.LittleEndian.AppendUint64(nil, n), nil
-		}}, nil
+	// scan hands each word of the request to the caller's callback, one
+	// call back each, and returns how many there were.
+	m.Handle("scan", func(ctx context.Context, req []byte) ([]byte, error) {
+		words := strings.Fields(string(req))
+		for _, w := range words {
+			if _, err := plugin.Callback(ctx, []byte(w)); err != nil {
+				return nil, err
+			}
+		}
+		return strconv.AppendInt(nil, int64(len(words)), 10), nil
+	})
+	m.HandleType("counter", func(context.Context, []byte) (plugin.Object, error) {
+		return &counter{}, nil
 	})
 	return m
+}
+
+// counter is the test plugins' remote object type: "add" counts calls.
+type counter struct {
+	mu sync.Mutex
+	n  uint64
+}
+
+func (c *counter) Call(_ context.Context, method string, _ []byte) ([]byte, error) {
+	if method != "add" {
+		return nil, plugin.Errorf(plugin.CodeNotFound, "counter has no method %q", method)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return binary.LittleEndian.AppendUint64(nil, c.n), nil
 }
 
 func echoPlugin() *plugin.Plugin {

@@ -87,6 +87,15 @@ type Conn interface {
 	Send(typ uint16, data []byte) error
 	// SendBatch sends msgs in order, published together.
 	SendBatch(msgs []Message) error
+	// SendPartsUntil sends head followed by body as one message (copied
+	// straight into the ring, or written with one writev), waiting for room
+	// only until deadline (zero: no bound of its own; in the past: one
+	// attempt), only while cancel (nil: never) is open, and within the write
+	// deadline. When the bound ends first it returns ErrTimeout or
+	// ErrCanceled having sent nothing, and the connection stays usable; a
+	// message that started to go out is always finished, in the background
+	// if need be. head and body may be reused when it returns.
+	SendPartsUntil(deadline time.Time, cancel <-chan struct{}, typ uint16, head, body []byte) error
 	// Recv returns the next message. Its Data is a view into the
 	// connection's memory, valid until Release (or the next Recv, which
 	// releases it). On shared memory the peer can still write that memory:

@@ -112,6 +112,12 @@ func (p *ncPipeConn) SendBatch(msgs []Message) error {
 	return nil
 }
 
+// SendPartsUntil joins the parts and sends them, bounded by the write
+// deadline only (NetConn does not use the other bounds).
+func (p *ncPipeConn) SendPartsUntil(_ time.Time, _ <-chan struct{}, typ uint16, head, body []byte) error {
+	return p.Send(typ, append(head[:len(head):len(head)], body...))
+}
+
 func (p *ncPipeConn) Recv() (Message, error) {
 	p.Release()
 	if ncIsClosed(p.done) {
