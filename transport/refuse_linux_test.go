@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -376,7 +377,7 @@ func intruderTLS(t *testing.T) *tls.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := other.issue("intruder")
+	cert, err := other.issue(x509.ExtKeyUsageClientAuth, "intruder")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,19 +110,21 @@ func (ca *CA) certificate() *x509.Certificate { return ca.cert }
 // certPool returns a new pool holding only the CA's certificate.
 func (ca *CA) certPool() *x509.CertPool { return ca.pool.Clone() }
 
-// issue creates a leaf certificate and key for name, good for both server
-// and client authentication. Its common name is name; its subject alternative
+// issue creates a leaf certificate and key for name, good for one use only:
+// usage is x509.ExtKeyUsageServerAuth or x509.ExtKeyUsageClientAuth, so a
+// server's certificate is refused when presented as a client's, and the
+// reverse (crypto/tls checks the extended key usage of both). Its common name is name; its subject alternative
 // names are the URI "ringwire:" + name (URL-escaped), name itself as a DNS
 // name when it is a valid one, and hosts — each an IP address or a DNS name.
 // A client verifies a server against these names (tls.Config.ServerName).
-func (ca *CA) issue(name string, hosts ...string) (tls.Certificate, error) {
+func (ca *CA) issue(usage x509.ExtKeyUsage, name string, hosts ...string) (tls.Certificate, error) {
 	if err := caCheckName(name); err != nil {
 		return tls.Certificate{}, err
 	}
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"ringwire"}},
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:           []x509.ExtKeyUsage{usage},
 		URIs:                  []*url.URL{{Scheme: "ringwire", Opaque: url.PathEscape(name)}},
 		BasicConstraintsValid: true,
 	}
@@ -176,7 +178,7 @@ func (ca *CA) issue(name string, hosts ...string) (tls.Certificate, error) {
 // ServerConfig returns a TLS 1.3 server configuration with a fresh leaf for
 // name and hosts that requires clients to present a certificate from this CA.
 func (ca *CA) ServerConfig(name string, hosts ...string) (*tls.Config, error) {
-	cert, err := ca.issue(name, hosts...)
+	cert, err := ca.issue(x509.ExtKeyUsageServerAuth, name, hosts...)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +189,7 @@ func (ca *CA) ServerConfig(name string, hosts ...string) (*tls.Config, error) {
 // name that trusts only this CA and expects the server to be serverName
 // (empty: tls.Dial fills it in from the address dialled).
 func (ca *CA) ClientConfig(name, serverName string) (*tls.Config, error) {
-	cert, err := ca.issue(name)
+	cert, err := ca.issue(x509.ExtKeyUsageClientAuth, name)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +222,7 @@ func (ca *CA) ClientBundle(name, serverName string) ([]byte, error) {
 	if serverName != "" && !caValidDNSName(serverName) && net.ParseIP(serverName) == nil {
 		return nil, fmt.Errorf("transport: server name %q: %w", serverName, ErrConfig)
 	}
-	cert, err := ca.issue(name)
+	cert, err := ca.issue(x509.ExtKeyUsageClientAuth, name)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +237,7 @@ func (ca *CA) ClientBundle(name, serverName string) ([]byte, error) {
 // with the CA certificate and the leaf's key, for a remote plugin that serves
 // TCP with mutual TLS. ServerConfigFromBundle reads it back.
 func (ca *CA) ServerBundle(name string, hosts ...string) ([]byte, error) {
-	cert, err := ca.issue(name, hosts...)
+	cert, err := ca.issue(x509.ExtKeyUsageServerAuth, name, hosts...)
 	if err != nil {
 		return nil, err
 	}

@@ -199,6 +199,33 @@ func TestTLSForeignServerCertificate(t *testing.T) {
 	}
 }
 
+// TestTLSServerCertificateAsClient: a certificate the CA issued to a server
+// (a remote plugin's ServerBundle, say) does not authenticate a client.
+func TestTLSServerCertificateAsClient(t *testing.T) {
+	ca := caMustCA(t, "host-ca")
+	addr, res := caServe(t, caMust[*tls.Config](t)(ca.ServerConfig("host")))
+	stolen := caMust[*tls.Config](t)(ca.ServerConfig("another-plugin", "127.0.0.1"))
+	cli := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: ca.certPool(), ServerName: "host", Certificates: stolen.Certificates}
+	tc, err := caDial(t, addr, cli)
+	caRefusedByServer(t, tc, err, res)
+}
+
+// TestTLSClientCertificateAsServer: a certificate the CA issued to a client
+// (a plugin's ClientBundle) does not authenticate a server.
+func TestTLSClientCertificateAsServer(t *testing.T) {
+	ca := caMustCA(t, "host-ca")
+	stolen := caMust[tls.Certificate](t)(ca.issue(x509.ExtKeyUsageClientAuth, "host", "127.0.0.1"))
+	addr, res := caServe(t, caServerConfig(stolen, ca.certPool()))
+	_, err := caDial(t, addr, caMust[*tls.Config](t)(ca.ClientConfig("plugin", "host")))
+	var invalid x509.CertificateInvalidError
+	if !errors.As(err, &invalid) || invalid.Reason != x509.IncompatibleUsage {
+		t.Errorf("client handshake: %v, want x509.CertificateInvalidError (incompatible usage)", err)
+	}
+	if r := caResult(t, res); r.handshakeErr == nil {
+		t.Error("the server finished a handshake the client refused")
+	}
+}
+
 func TestTLSWrongServerName(t *testing.T) {
 	ca := caMustCA(t, "host-ca")
 	addr, res := caServe(t, caMust[*tls.Config](t)(ca.ServerConfig("host", "127.0.0.1")))
@@ -345,7 +372,7 @@ func TestCACertificates(t *testing.T) {
 		t.Errorf("CA CN %q", root.Subject.CommonName)
 	}
 
-	cert := caMust[tls.Certificate](t)(ca.issue("plugin-a", "127.0.0.1", "::1", "example.internal", "plugin-a"))
+	cert := caMust[tls.Certificate](t)(ca.issue(x509.ExtKeyUsageServerAuth, "plugin-a", "127.0.0.1", "::1", "example.internal", "plugin-a"))
 	leaf := cert.Leaf
 	if leaf == nil {
 		t.Fatal("Issue left Leaf nil")
@@ -356,8 +383,8 @@ func TestCACertificates(t *testing.T) {
 	if leaf.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("leaf key usage %v, want digital signature only", leaf.KeyUsage)
 	}
-	if len(leaf.ExtKeyUsage) != 2 || !(leaf.ExtKeyUsage[0] == x509.ExtKeyUsageServerAuth && leaf.ExtKeyUsage[1] == x509.ExtKeyUsageClientAuth) {
-		t.Errorf("leaf extended key usage %v, want server and client auth", leaf.ExtKeyUsage)
+	if len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth {
+		t.Errorf("leaf extended key usage %v, want server auth only", leaf.ExtKeyUsage)
 	}
 	if leaf.Subject.CommonName != "plugin-a" {
 		t.Errorf("leaf CN %q", leaf.Subject.CommonName)
@@ -377,10 +404,11 @@ func TestCACertificates(t *testing.T) {
 	if leaf.SerialNumber.Cmp(root.SerialNumber) == 0 || leaf.SerialNumber.BitLen() > 128 {
 		t.Errorf("leaf serial %v", leaf.SerialNumber)
 	}
-	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.certPool(), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-			t.Errorf("leaf does not verify for %v: %v", usage, err)
-		}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.certPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Errorf("a server leaf does not verify for server auth: %v", err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.certPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("a server leaf verifies for client auth")
 	}
 	if err := leaf.VerifyHostname("example.internal"); err != nil {
 		t.Error(err)
@@ -393,12 +421,12 @@ func TestCACertificates(t *testing.T) {
 	}
 
 	// A name that is no DNS name still gets its URI.
-	odd := caMust[tls.Certificate](t)(ca.issue("my plugin/1"))
+	odd := caMust[tls.Certificate](t)(ca.issue(x509.ExtKeyUsageClientAuth, "my plugin/1"))
 	if len(odd.Leaf.DNSNames) != 0 || len(odd.Leaf.URIs) != 1 || odd.Leaf.URIs[0].String() != "ringwire:my%20plugin%2F1" {
 		t.Errorf("DNS %v, URIs %v", odd.Leaf.DNSNames, odd.Leaf.URIs)
 	}
 	// Every certificate gets its own serial.
-	again := caMust[tls.Certificate](t)(ca.issue("plugin-a"))
+	again := caMust[tls.Certificate](t)(ca.issue(x509.ExtKeyUsageClientAuth, "plugin-a"))
 	if again.Leaf.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
 		t.Error("two leaves share a serial number")
 	}
@@ -422,7 +450,7 @@ func TestCAInvalidInput(t *testing.T) {
 		{"ok", []string{"-leading.example"}},
 		{"ok", []string{"fe80::1%eth0"}},
 	} {
-		if _, err := ca.issue(tc.name, tc.hosts...); !errors.Is(err, ErrConfig) {
+		if _, err := ca.issue(x509.ExtKeyUsageServerAuth, tc.name, tc.hosts...); !errors.Is(err, ErrConfig) {
 			t.Errorf("Issue(%q, %q): %v, want ErrConfig", tc.name, tc.hosts, err)
 		}
 	}
@@ -434,7 +462,7 @@ func TestCAInvalidInput(t *testing.T) {
 func TestCAPoolIsACopy(t *testing.T) {
 	ca, other := caMustCA(t, "host-ca"), caMustCA(t, "other-ca")
 	ca.certPool().AddCert(other.certificate())
-	foreign := caMust[tls.Certificate](t)(other.issue("x"))
+	foreign := caMust[tls.Certificate](t)(other.issue(x509.ExtKeyUsageClientAuth, "x"))
 	if _, err := foreign.Leaf.Verify(x509.VerifyOptions{Roots: ca.certPool()}); err == nil {
 		t.Error("changing a returned pool changed the CA's trust")
 	}
