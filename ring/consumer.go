@@ -236,6 +236,12 @@ func (c *Consumer) record() (typ, flags uint16, payload []byte, ok bool, err err
 // MaxMessage before anything grows.
 func (c *Consumer) fragment(typ, flags uint16, payload []byte) (bool, error) {
 	first := flags&flagCont == 0
+	// Every fragment but the last fills its record (the producer writes them
+	// so): a peer cannot stretch one message over more than
+	// total/MaxRecord+1 records with empty or tiny fragments.
+	if flags&flagMore != 0 && uint64(len(payload)) != c.g.maxRecord {
+		return false, c.fail("a fragment other than the last carries %d bytes, not a full record of %d", len(payload), c.g.maxRecord)
+	}
 	if first {
 		if c.asmTot != 0 {
 			return false, c.fail("new fragmented message before the previous one ended")

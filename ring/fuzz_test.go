@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -1165,30 +1166,31 @@ func FuzzModel(f *testing.F) {
 // cannot reach it, so it is a plain test.
 
 // TestTryPeekBoundedAgainstStreamingPeer: a hostile producer that keeps
-// publishing empty middle fragments must not keep one TryPeek call busy
-// forever: one call consumes a bounded number of records, and the reassembly
-// goes on at the next one.
+// publishing the middle fragments of a huge message (full ones, as the rules
+// require) must not keep one TryPeek call busy forever: one call consumes a
+// bounded number of records, and the reassembly goes on at the next one.
 func TestTryPeekBoundedAgainstStreamingPeer(t *testing.T) {
 	const capacity = 1024
 	mem, err := NewHeap(capacity, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewConsumer(mem, &Options{MaxMessage: fuzzMaxMessage})
+	c, err := NewConsumer(mem, &Options{MaxMessage: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := c.g
-	// The first fragment of a 100-byte message, carrying 8 of its bytes.
-	putRecordHeader(g.data, 0, fragHeader+8, 1, flagMore)
-	binary.LittleEndian.PutUint64(g.data[RecordHeaderSize:], 100)
-	tail := uint64(24)
+	full := uint32(g.maxRecord)
+	step := align8(RecordHeaderSize + g.maxRecord)
+	// The first fragment of a 1 GiB message.
+	putRecordHeader(g.data, 0, full, 1, flagMore)
+	binary.LittleEndian.PutUint64(g.data[RecordHeaderSize:], 1<<30)
+	tail := step
 	atomic.StoreUint64(g.tailp, tail)
 	var published atomic.Uint64
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		// Empty cont|more records, 8 bytes each (they never need padding),
-		// published as soon as there is room.
+		// Full cont|more records, published as soon as there is room.
 		defer close(done)
 		for {
 			select {
@@ -1196,9 +1198,9 @@ func TestTryPeekBoundedAgainstStreamingPeer(t *testing.T) {
 				return
 			default:
 			}
-			if tail-atomic.LoadUint64(g.headp) < capacity {
-				putRecordHeader(g.data, tail&g.mask, 0, 1, flagCont|flagMore)
-				tail += RecordHeaderSize
+			if tail+step-atomic.LoadUint64(g.headp) <= capacity {
+				putRecordHeader(g.data, tail&g.mask, full, 1, flagCont|flagMore)
+				tail += step
 				atomic.StoreUint64(g.tailp, tail)
 				published.Store(tail)
 			}
@@ -1230,9 +1232,50 @@ func TestTryPeekBoundedAgainstStreamingPeer(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		// The goroutine stays stuck in TryPeek; the test binary ends anyway.
-		t.Fatal("TryPeek did not return while the peer kept publishing empty fragments")
+		t.Fatal("TryPeek did not return while the peer kept publishing fragments")
 	}
 	if published.Load() < 4*capacity {
-		t.Skipf("the peer published only %d bytes", published.Load())
+		t.Errorf("the peer published only %d bytes in a second: the check did not run", published.Load())
+	}
+}
+
+// TestUselessFragmentsRefused: a fragment other than the last that does not
+// fill its record (an empty one, a tiny one) is corruption, first fragment
+// or continuation: a message cannot be stretched over more records than
+// its size needs.
+func TestUselessFragmentsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		first, cont uint32 // payload bytes of the first fragment and of one continuation
+	}{
+		{"short first", 16, 0},
+		{"empty continuation", 0, 0},
+		{"tiny continuation", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem, err := NewHeap(1024, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := NewConsumer(mem, &Options{MaxMessage: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := c.g
+			first := tc.first
+			if first == 0 {
+				first = uint32(g.maxRecord)
+			}
+			putRecordHeader(g.data, 0, first, 1, flagMore)
+			binary.LittleEndian.PutUint64(g.data[RecordHeaderSize:], 1<<20)
+			tail := align8(RecordHeaderSize + uint64(first))
+			putRecordHeader(g.data, tail, tc.cont, 1, flagCont|flagMore)
+			tail += align8(RecordHeaderSize + uint64(tc.cont))
+			atomic.StoreUint64(g.tailp, tail)
+			_, ok, err := c.TryPeek()
+			if ok || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not a full record") {
+				t.Fatalf("TryPeek: ok=%v err=%v, want ErrCorrupt (not a full record)", ok, err)
+			}
+		})
 	}
 }
