@@ -353,11 +353,13 @@ func ReadMessage(r io.Reader) (Message, error) {
 	if n == 0 || n > MaxHandshake {
 		return nil, malformed("declared length %d is not in [1, %d]", n, MaxHandshake)
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF // the prefix promised more
-		}
+	// The buffer grows only as bytes arrive (doubling from 512): a peer that
+	// declares the maximum and sends little makes us hold little.
+	payload, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err == nil && len(payload) < int(n) {
+		err = io.ErrUnexpectedEOF // the prefix promised more
+	}
+	if err != nil {
 		return nil, readError("payload", err)
 	}
 	return Decode(payload)

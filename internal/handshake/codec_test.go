@@ -409,6 +409,28 @@ func TestReadMessageHugeLength(t *testing.T) {
 	}
 }
 
+// TestReadMessageAllocatesWhatArrived: a peer that declares the largest
+// message and then sends a few bytes (and stalls, or hangs up) makes the
+// reader hold about what arrived, not the declared size.
+func TestReadMessageAllocatesWhatArrived(t *testing.T) {
+	prefix := []byte("RWH1\x00\x00\x00\x00")
+	binary.LittleEndian.PutUint32(prefix[4:], MaxHandshake)
+	const sent, rounds = 100, 50
+	in := append(prefix, bytes.Repeat([]byte{0xAB}, sent)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range rounds {
+		_, err := ReadMessage(io.MultiReader(bytes.NewReader(in), iotest.ErrReader(os.ErrDeadlineExceeded)))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%v, want the reader's deadline error", err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / rounds; per > 4<<10 {
+		t.Fatalf("%d bytes allocated per read of %d bytes that declared %d", per, sent, MaxHandshake)
+	}
+}
+
 func TestReadMessageReaderError(t *testing.T) {
 	errDeadline := errors.New("i/o timeout")
 	for _, in := range []io.Reader{
