@@ -176,14 +176,20 @@ func ExampleWithCallback() {
 	out, err := c.Call(ctx, "callback", []byte("ping"))
 	fmt.Println(string(out), err)
 
-	// "scan" hands each word back through Callback.
+	// "scan" hands each word back through Callback (the callback runs on
+	// one of the connection's goroutines, hence the lock).
+	var mu sync.Mutex
 	var words []string
 	scan := plugin.WithCallback(ctx, func(_ context.Context, word []byte) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
 		words = append(words, string(word))
 		return nil, nil
 	})
 	n, err := c.Call(scan, "scan", []byte("one two three"))
+	mu.Lock()
 	fmt.Println(string(n), words, err)
+	mu.Unlock()
 	// Output:
 	// host:ping <nil>
 	// 3 [one two three] <nil>
