@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"time"
 
 	hs "github.com/ringwire/ringwire/internal/handshake"
@@ -133,6 +135,12 @@ func (c *Config) ringSize() int {
 		return c.RingSize
 	}
 	return DefaultRingSize
+}
+
+// uidAllowed reports whether a Unix peer of uid may connect: ours, or one
+// of AllowUIDs.
+func (c *Config) uidAllowed(uid int) bool {
+	return uid == os.Getuid() || slices.Contains(c.AllowUIDs, uid)
 }
 
 func (c *Config) handshakeTimeout() time.Duration {

@@ -49,19 +49,14 @@ func isTCP(network string) bool {
 	return network == "tcp" || network == "tcp4" || network == "tcp6"
 }
 
-// A Listener bounds the handshakes it runs at once, so a flood of silent
-// connections cannot exhaust memory or descriptors, and the handshakes from
-// one remote host, so one host holding connections open without a word
-// cannot take every slot from the others (its extra connections are closed
-// at once).
-const (
-	maxPendingHandshakes = 256
-	maxPendingPerHost    = 8
-)
-
 // Listener accepts connections and runs each handshake in its own goroutine,
 // so a slow or silent peer does not hold up others. Failed handshakes are
-// logged (cfg.Logger) and never returned by Accept.
+// logged (cfg.Logger) and never returned by Accept. Peers that have not yet
+// authenticated get a small budget (a first-byte deadline, an
+// authentication deadline, bounds per source and in total; see admit.go and
+// docs/transport.md) that a flood of them cannot turn against an honest
+// client: accepting never stops, and a newcomer displaces the oldest
+// stranger instead.
 type Listener struct {
 	nl   net.Listener
 	cfg  *Config
@@ -73,8 +68,8 @@ type Listener struct {
 	once sync.Once
 	err  error // why the accept loop ended (under mu)
 	mu   sync.Mutex
-	// pending counts handshakes in progress per remote host (TCP; under mu).
-	pending map[string]int
+	// adm bounds the handshakes in progress (admit.go).
+	adm admission
 }
 
 // Listen announces on a "unix" or "tcp" address. TCP requires cfg.TLS with
@@ -133,7 +128,9 @@ func serve(nl net.Listener, cfg *Config) *Listener {
 
 func (l *Listener) loop() {
 	defer l.wg.Done()
-	sem := make(chan struct{}, maxPendingHandshakes)
+	// Handshake goroutines, displaced ones included until they notice:
+	// twice the admission bounds.
+	sem := make(chan struct{}, 2*(listenMaxSilent+listenMaxPending))
 	var backoff time.Duration
 	for {
 		select {
@@ -163,11 +160,10 @@ func (l *Listener) loop() {
 			return
 		}
 		backoff = 0
-		host := remoteHost(nc)
-		if !l.admit(host) {
-			l.cfg.logger().Warn("ringwire: too many handshakes from one host; connection closed",
-				"remote", addrString(nc.RemoteAddr()), "limit", maxPendingPerHost)
-			nc.Close()
+		key := sourceKey(nc)
+		p := l.adm.admit(nc, key)
+		if p == nil {
+			nc.Close() // cannot happen: the silent pool holds strangers only
 			<-sem
 			continue
 		}
@@ -175,55 +171,51 @@ func (l *Listener) loop() {
 		go func() {
 			defer l.wg.Done()
 			defer func() { <-sem }()
-			defer l.release(host)
-			c, err := Server(l.ctx, nc, l.cfg)
-			if err != nil {
-				return // Server logged it
-			}
-			select {
-			case l.out <- c:
-			case <-l.done:
-				c.Close()
-			}
+			defer l.adm.release(p)
+			l.handshake(p)
 		}()
 	}
 }
 
-// remoteHost is the IP of a TCP peer, or "" where there is no host to
-// limit (Unix sockets: peers are checked by uid at once).
-func remoteHost(nc net.Conn) string {
-	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
+// handshake runs the server side of p's handshake within the budget of a
+// stranger until it authenticates, and hands the connection to Accept.
+func (l *Listener) handshake(p *pendingConn) {
+	nc := p.nc
+	limit := min(listenFirstByte, l.cfg.handshakeTimeout())
+	if !refusedAtOnce(nc, l.cfg) {
+		if err := awaitFirstByte(socketOf(nc), limit); err != nil {
+			if frameIsTimeout(err) {
+				err = fmt.Errorf("%w: handshake: nothing received within %v", ErrTimeout, limit)
+			} else {
+				err = fmt.Errorf("%w: the peer hung up before its handshake: %w", ErrPeerGone, err)
+			}
+			l.cfg.logger().Warn("ringwire: handshake failed", "remote", addrString(nc.RemoteAddr()), "err", err)
+			nc.Close()
+			return
+		}
 	}
-	return ""
-}
-
-// admit counts a handshake from host, unless host has too many already.
-func (l *Listener) admit(host string) bool {
-	if host == "" {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.pending[host] >= maxPendingPerHost {
-		return false
-	}
-	if l.pending == nil {
-		l.pending = make(map[string]int)
-	}
-	l.pending[host]++
-	return true
-}
-
-// release ends the count of a handshake admitted for host.
-func (l *Listener) release(host string) {
-	if host == "" {
+	if !l.adm.talk(p) {
+		l.cfg.logger().Warn("ringwire: handshakes from this source fill the listener's budget and have authenticated; connection closed",
+			"remote", addrString(nc.RemoteAddr()), "source", p.key)
+		nc.Close()
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.pending[host]--; l.pending[host] <= 0 {
-		delete(l.pending, host)
+	// Not authenticated in time: closed, which ends the handshake.
+	t := time.AfterFunc(min(listenAuthTimeout, l.cfg.handshakeTimeout())-time.Since(p.started), func() {
+		if !l.adm.isAuthed(p) {
+			nc.Close()
+		}
+	})
+	defer t.Stop()
+	ctx := withAuthenticated(l.ctx, func() { l.adm.authenticated(p) })
+	c, err := Server(ctx, nc, l.cfg)
+	if err != nil {
+		return // Server logged it
+	}
+	select {
+	case l.out <- c:
+	case <-l.done:
+		c.Close()
 	}
 }
 

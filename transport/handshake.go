@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/ringwire/ringwire/internal/duplex"
@@ -59,6 +58,10 @@ type handshake struct {
 	uid  int
 	pid  int
 	stop func() bool // detaches the context from nc's deadline
+	// authed, if set (a Listener's handshakes), is called once the peer
+	// has authenticated: TLS with a verified client certificate, or a hello
+	// that was accepted.
+	authed func()
 }
 
 func begin(ctx context.Context, nc net.Conn, cfg *Config) (*handshake, error) {
@@ -69,7 +72,7 @@ func begin(ctx context.Context, nc net.Conn, cfg *Config) (*handshake, error) {
 		nc.Close()
 		return nil, err
 	}
-	h := &handshake{ctx: ctx, nc: nc, cfg: cfg, uid: -1, pid: -1}
+	h := &handshake{ctx: ctx, nc: nc, cfg: cfg, uid: -1, pid: -1, authed: authenticatedHook(ctx)}
 	raw := nc
 	if tc, ok := nc.(*tls.Conn); ok {
 		h.tls = tc
@@ -160,10 +163,18 @@ func (h *handshake) authenticate(server bool) error {
 		return fmt.Errorf("transport: handshake: peer credentials: %w", err)
 	}
 	h.uid, h.pid = uid, pid
-	if uid != os.Getuid() && !slices.Contains(h.cfg.AllowUIDs, uid) {
+	if !h.cfg.uidAllowed(uid) {
 		return fmt.Errorf("%w: peer uid %d is neither ours (%d) nor allowed", negotiate.ErrUnauthorized, uid, os.Getuid())
 	}
 	return nil
+}
+
+// authenticated tells the Listener, if any, that the peer is no longer a
+// stranger.
+func (h *handshake) authenticated() {
+	if h.authed != nil {
+		h.authed()
+	}
 }
 
 // netErr classifies an error of the socket during the handshake.
@@ -254,6 +265,9 @@ func (h *handshake) server() (Conn, error) {
 		}
 		return nil, err
 	}
+	if h.tls != nil {
+		h.authenticated()
+	}
 	m, err := h.read()
 	if err != nil {
 		if errors.Is(err, negotiate.ErrMalformed) {
@@ -282,6 +296,7 @@ func (h *handshake) server() (Conn, error) {
 		_ = h.write(ref)
 		return nil, ref.Err()
 	}
+	h.authenticated()
 	if cfg.Mode == ModeShm && acc.Transport != hs.TransportShm {
 		return nil, h.refuse(hs.ReasonUnavailable, errNoShm("the peer", h))
 	}
