@@ -383,4 +383,3 @@ func intruderTLS(t *testing.T) *tls.Config {
 	}
 	return &tls.Config{RootCAs: ca(t).certPool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 }
-
