@@ -2,10 +2,15 @@ package transport
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"strings"
@@ -304,6 +309,58 @@ func TestRefusalsOnTheWire(t *testing.T) {
 		}
 		expectNothingServed(t, l)
 	})
+	t.Run("tcp-expired-client-certificate", func(t *testing.T) {
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindTCP}, &Config{Logger: slog.New(logs)})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := Dial(ctx, "tcp", l.Addr().String(), &Config{TLS: expiredTLS(t)}); !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("dial: %v", err)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("listener: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
+	t.Run("tcp-replayed-handshake", func(t *testing.T) {
+		// What an eavesdropper recorded of a good client's connection,
+		// played again on a connection of its own.
+		logs := newLogCapture()
+		l, _ := listenCombo(t, combo{kind: KindTCP}, &Config{Logger: slog.New(logs)})
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		tc, err := ca(t).ClientConfig("plugin", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recordingNetConn{Conn: nc}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := Client(ctx, tls.Client(rec, tc), &Config{TLS: tc})
+		if err != nil {
+			t.Fatalf("the good client: %v", err)
+		}
+		c.Close()
+		replay, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer replay.Close()
+		if _, err := replay.Write(rec.sent()); err != nil {
+			t.Fatal(err)
+		}
+		if err := logs.next(t, 5*time.Second); !errors.Is(err, negotiate.ErrUnauthorized) {
+			t.Fatalf("listener, on the replay: %v", err)
+		}
+		expectNothingServed(t, l)
+	})
 	t.Run("tcp-plaintext-refused-by-config", func(t *testing.T) {
 		if _, err := Listen("tcp", "127.0.0.1:0", &Config{}); !errors.Is(err, ErrConfig) {
 			t.Fatalf("listen: %v", err)
@@ -382,4 +439,50 @@ func intruderTLS(t *testing.T) *tls.Config {
 		t.Fatal(err)
 	}
 	return &tls.Config{RootCAs: ca(t).certPool(), ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+}
+
+// expiredTLS is a client config whose certificate, from the test CA, expired
+// an hour ago.
+func expiredTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	authority := ca(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(now.UnixNano()),
+		Subject:      pkix.Name{CommonName: "expired"},
+		NotBefore:    now.Add(-2 * time.Hour),
+		NotAfter:     now.Add(-time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, authority.cert, &key.PublicKey, authority.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: authority.certPool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// recordingNetConn keeps a copy of what is written through it.
+type recordingNetConn struct {
+	net.Conn
+	mu  sync.Mutex
+	out []byte
+}
+
+func (r *recordingNetConn) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.out = append(r.out, p...)
+	r.mu.Unlock()
+	return r.Conn.Write(p)
+}
+
+func (r *recordingNetConn) sent() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]byte(nil), r.out...)
 }
