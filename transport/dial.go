@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -74,7 +76,9 @@ type Listener struct {
 
 // Listen announces on a "unix" or "tcp" address. TCP requires cfg.TLS with
 // client certificates required and verified (mutual TLS), unless
-// cfg.InsecurePlaintextTCP is set. The Listener keeps a copy of cfg.
+// cfg.InsecurePlaintextTCP is set. A Unix socket file is made 0600 (owner
+// only) unless cfg.AllowUIDs lets other users in, whose access to the file
+// is then the caller's to grant. The Listener keeps a copy of cfg.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -97,6 +101,14 @@ func Listen(network, address string, cfg *Config) (*Listener, error) {
 	nl, err := net.Listen(network, address)
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen %s %s: %w", network, address, err)
+	}
+	if !tcp && len(cfg.AllowUIDs) == 0 && !strings.HasPrefix(address, "@") {
+		// Only our uid may connect anyway: the socket file says so too, so
+		// that other users cannot even reach the handshake.
+		if err := os.Chmod(address, 0o600); err != nil {
+			nl.Close()
+			return nil, fmt.Errorf("transport: listen %s %s: %w", network, address, err)
+		}
 	}
 	if tcp && cfg.TLS != nil {
 		nl = tls.NewListener(nl, cfg.TLS)

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -485,4 +486,58 @@ func (r *recordingNetConn) sent() []byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]byte(nil), r.out...)
+}
+
+// TestUnixSocketMode: a Unix listener's socket file is the owner's only
+// (0600) unless other uids are allowed, and another uid cannot even
+// connect to it.
+func TestUnixSocketMode(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		allow []int
+		want  os.FileMode
+	}{{"owner-only", nil, 0o600}, {"others-allowed", []int{65534}, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".sock")
+			l, err := Listen("unix", path, &Config{AllowUIDs: tc.allow, Logger: quietLogger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != 0 && fi.Mode().Perm() != tc.want {
+				t.Fatalf("socket mode %v, want %v", fi.Mode().Perm(), tc.want)
+			}
+			if tc.want == 0 && fi.Mode().Perm() == 0o600 {
+				t.Fatalf("socket mode %v with other uids allowed: left to the caller, not forced to 0600", fi.Mode().Perm())
+			}
+		})
+	}
+	if os.Getuid() != 0 {
+		return
+	}
+	// Another uid, in a directory it may enter, is refused by the file
+	// system before any handshake.
+	open, err := os.MkdirTemp("", "ringwire-mode-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(open)
+	if err := os.Chmod(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(open, "owner.sock")
+	l, err := Listen("unix", path, &Config{Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	spec := childSpec{Role: "echo", Network: "unix", Addr: path, UID: "65534"}
+	if line := dialReport(t, spec); !strings.Contains(line, "permission denied") {
+		t.Fatalf("a child of uid 65534: %q, want permission denied", line)
+	}
 }
