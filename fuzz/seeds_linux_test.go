@@ -128,7 +128,9 @@ func TestSeeds(t *testing.T) {
 		in := readSeed(t, "FuzzListenerStream", name)
 		before := echoes.Load()
 		connected, err := replayStream(t, in)
-		if !connected || echoes.Load()-before < 2 {
+		// At least one: the stream ends right after the last call, and
+		// calls still queued when the server reads its end are dropped.
+		if !connected || echoes.Load()-before < 1 {
 			t.Errorf("FuzzListenerStream/%s: connected %v, %d echoes served (%v)", name, connected, echoes.Load()-before, err)
 		}
 	}
