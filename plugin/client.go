@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/ring"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -116,6 +117,10 @@ func (c *Client) wrap(err error) error {
 		// Still matches what the Peer said (the goaway error during the
 		// stop, ErrClosed after it).
 		return &pluginError{name: c.cfg.Name, what: "closed (Stop or Close was called)", sentinels: []error{ErrClosed, err}}
+	case gone && isCorrupt(c.peer.Err()):
+		// This side found the plugin's data broken and hung up; the
+		// plugin's exit that follows is not the story.
+		return &pluginError{name: c.cfg.Name, what: "the call failed: the plugin broke the protocol", sentinels: []error{ErrCorrupt, rpc.ErrPeerGone}, cause: c.peer.Err()}
 	case gone && c.proc != nil && c.proc.waitExit(exitSettle):
 		// Matches ErrExited and ErrPeerGone, not
 		// ErrClosed: this side did not close.
@@ -238,4 +243,10 @@ func (c *Client) Kill() error {
 		<-c.done
 	}
 	return err
+}
+
+// isCorrupt reports whether err says the peer's data broke the protocol, at
+// any layer.
+func isCorrupt(err error) bool {
+	return err != nil && (errors.Is(err, rpc.ErrCorrupt) || errors.Is(err, transport.ErrCorrupt) || errors.Is(err, ring.ErrCorrupt))
 }

@@ -44,6 +44,11 @@ var (
 	// ErrClosed: use of a Listener, or of a Client after Close or Stop
 	// (the same value as ErrClosed; it matches net.ErrClosed).
 	ErrClosed = errs.Closed
+	// ErrCorrupt: the plugin sent data that breaks the protocol (a record,
+	// frame or message that fails validation); the host hung up on it. Such
+	// errors also match ErrPeerGone. A plugin that does this is broken or
+	// hostile.
+	ErrCorrupt = errors.New("plugin: corrupt data from the plugin")
 	// ErrIntegrity: the plugin binary does not have the SHA-256 that
 	// Config.SHA256 requires (or cannot be read to check it).
 	ErrIntegrity = errors.New("plugin: binary integrity check failed")

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/duplex"
+	"github.com/ringwire/ringwire/internal/seam"
 	"github.com/ringwire/ringwire/plugin"
 )
 
@@ -407,4 +409,94 @@ func TestFaultStopCont(t *testing.T) {
 	reap(t, c)
 	by.end(t)
 	checkLeaks(t, base)
+}
+
+func init() {
+	// scribbler serves normally, then, once its handshake is done, writes
+	// random bytes over both of its rings (header, positions, records) for
+	// a while: a hostile plugin.
+	roles["scribbler"] = func() int {
+		seam.PluginConn = func(conn any) {
+			end := seam.ShmEnd(conn)
+			if end == nil {
+				return
+			}
+			go scribble(end)
+		}
+		return serve(echoPlugin())
+	}
+}
+
+// scribble writes random bytes over end's rings, a few at a time, holding a
+// reference so that the memory stays mapped while it writes.
+func scribble(end *duplex.End) {
+	r := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(time.Now().UnixNano())))
+	time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
+	for range 500 {
+		if !end.Enter(duplex.TxSide) {
+			return
+		}
+		// Ring 1: the one the plugin writes and the host reads (the host
+		// offered the rings).
+		for _, i := range []int{1} {
+			m := end.Memory(i)
+			if len(m) == 0 {
+				continue
+			}
+			// What the host reads and the plugin does not: the tail
+			// position's line (ring.HeaderSize is 640: lines of 128 bytes,
+			// the tail at 128) and the records after the header.
+			span, at := len(m)-640, 640
+			if r.IntN(3) == 0 {
+				span, at = 128, 128
+			}
+			for range 1 + r.IntN(8) {
+				m[at+r.IntN(span)] = byte(r.Uint32())
+			}
+		}
+		end.Exit(duplex.TxSide)
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// TestFaultScribblingPlugin: plugins that scribble over their shared memory
+// after a normal handshake. Every call to them returns by its deadline with
+// its answer or a sentinel error; the host does not crash; a bystander
+// plugin is unaffected; nothing leaks.
+func TestFaultScribblingPlugin(t *testing.T) {
+	base := takeBaseline()
+	by := startBystander(t)
+	outcome := map[string]int{}
+	for range 10 {
+		cfg := pluginConfig("scribbler")
+		c := launch(t, cfg)
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+			err := boundedCall(t, c, 300*time.Millisecond, "echo", []byte("through the scribbles"))
+			switch {
+			case err == nil:
+				outcome["answered"]++
+				continue
+			case errors.Is(err, plugin.ErrCorrupt):
+				if outcome["corrupt"]++; outcome["corrupt"] == 1 {
+					t.Logf("a call to a scribbling plugin: %v", err)
+				}
+			case errors.Is(err, plugin.ErrPeerGone):
+				if outcome["peer gone"]++; outcome["peer gone"] == 1 {
+					t.Logf("a call to a scribbling plugin: %v", err)
+				}
+			case errors.Is(err, context.DeadlineExceeded):
+				outcome["deadline"]++
+			default:
+				t.Errorf("a call to a scribbling plugin failed with %v, which matches no sentinel", err)
+			}
+			break
+		}
+		reap(t, c)
+	}
+	by.end(t)
+	checkLeaks(t, base)
+	t.Logf("calls to 10 scribbling plugins: %v", outcome)
+	if outcome["corrupt"]+outcome["peer gone"] == 0 {
+		t.Error("no scribbling was ever detected: the test did not exercise anything")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/internal/seam"
 	"github.com/ringwire/ringwire/transport"
 )
 
@@ -199,6 +200,9 @@ func servePeer(ctx context.Context, p *Plugin, conn transport.Conn) error {
 		return err
 	}
 	peer := rpc.NewPeer(conn, rpc.Options{Mux: p.mux(), Logger: p.logger(), Intercept: p.Intercept})
+	if seam.PluginConn != nil {
+		seam.PluginConn(conn)
+	}
 	select {
 	case <-peer.Done():
 	case <-ctx.Done():
