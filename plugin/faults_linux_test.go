@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,53 @@ func faultIterations() int {
 		return n
 	}
 	return 200
+}
+
+// faultMemBound bounds the host's Go memory in use (heap objects, unused
+// heap spans, stacks) during a fault case: a few plugins' calls in flight,
+// 256 KiB replies, and the garbage of a few hundred launches.
+const faultMemBound = 128 << 20
+
+// memWatch samples the host's memory in use every 5 ms until stopped.
+type memWatch struct {
+	peak atomic.Uint64
+	stop chan struct{}
+	done chan struct{}
+}
+
+func watchMemory() *memWatch {
+	w := &memWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+		for {
+			metrics.Read(s)
+			var n uint64
+			for _, x := range s {
+				n += x.Value.Uint64()
+			}
+			if n > w.peak.Load() {
+				w.peak.Store(n)
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// end stops sampling and fails the test if the peak passed faultMemBound.
+func (w *memWatch) end(t *testing.T) uint64 {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	if p := w.peak.Load(); p > faultMemBound {
+		t.Errorf("the host's memory in use peaked at %d MiB, over %d MiB", p>>20, faultMemBound>>20)
+	}
+	return w.peak.Load()
 }
 
 // leakBaseline is what the process holds before a case.
@@ -184,6 +232,7 @@ func expectGone(t *testing.T, phase string, err error) {
 // during a graceful stop.
 func TestFaultKillAtRandomPoints(t *testing.T) {
 	base := takeBaseline()
+	mem := watchMemory()
 	by := startBystander(t)
 	phases := []string{"handshake", "mid-call", "in-callback", "shutdown"}
 	n := faultIterations()
@@ -203,7 +252,9 @@ func TestFaultKillAtRandomPoints(t *testing.T) {
 	}
 	by.end(t)
 	checkLeaks(t, base)
-	t.Logf("%d kills: %v (time per phase %v); outcomes %s; the bystander made %d calls, none failed", n, count, took, outcomes.String(), by.calls)
+	peak := mem.end(t)
+	t.Logf("%d kills: %v (time per phase %v); outcomes %s; the bystander made %d calls, none failed; host memory peak %d MiB",
+		n, count, took, outcomes.String(), by.calls, peak>>20)
 }
 
 // outcomes counts how the kills landed (logged by the test).
@@ -380,6 +431,8 @@ func newChild(before map[int]bool) int {
 // returns by its deadline; thawed (SIGCONT), the plugin answers again.
 func TestFaultStopCont(t *testing.T) {
 	base := takeBaseline()
+	mem := watchMemory()
+	defer mem.end(t)
 	by := startBystander(t)
 	c := launch(t, pluginConfig("echo"))
 	if _, err := c.Call(context.Background(), "echo", []byte("warm")); err != nil {
@@ -465,6 +518,7 @@ func scribble(end *duplex.End) {
 // plugin is unaffected; nothing leaks.
 func TestFaultScribblingPlugin(t *testing.T) {
 	base := takeBaseline()
+	mem := watchMemory()
 	by := startBystander(t)
 	outcome := map[string]int{}
 	for range 10 {
@@ -495,7 +549,7 @@ func TestFaultScribblingPlugin(t *testing.T) {
 	}
 	by.end(t)
 	checkLeaks(t, base)
-	t.Logf("calls to 10 scribbling plugins: %v", outcome)
+	t.Logf("calls to 10 scribbling plugins: %v; host memory peak %d MiB", outcome, mem.end(t)>>20)
 	if outcome["corrupt"]+outcome["peer gone"] == 0 {
 		t.Error("no scribbling was ever detected: the test did not exercise anything")
 	}
