@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -565,49 +566,62 @@ func TestFramedBadInput(t *testing.T) {
 		}
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			raw, peer := framedSocketpair(t)
-			c := newFramed(raw, framedOptions{Compression: tc.comp, MaxMessage: maxMsg})
-			defer c.Close()
-			c.SetReadDeadline(time.Now().Add(framedTestDeadline))
-			// A good frame first: the bad one must not spoil it.
-			good := framedRawFrame(9, 0, []byte("good"))
-			if _, err := peer.Write(append(good, tc.input...)); err != nil {
-				t.Fatal(err)
+		kinds := []string{"unix"}
+		if strings.Contains(tc.name, "bomb") || strings.Contains(tc.name, "over-max") {
+			kinds = append(kinds, "tcp") // what a remote peer would send
+		}
+		for _, kind := range kinds {
+			name := tc.name
+			if kind == "tcp" {
+				name += "/tcp"
 			}
-			if tc.want == ErrPeerGone {
-				peer.(*net.UnixConn).CloseWrite()
-			}
-			if m, err := c.Recv(); err != nil || string(m.Data) != "good" {
-				t.Fatalf("good frame: %q, %v", m.Data, err)
-			}
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			_, err := c.Recv()
-			runtime.ReadMemStats(&after)
-			if !errors.Is(err, tc.want) || tc.also != nil && !errors.Is(err, tc.also) {
-				t.Fatalf("Recv: %v; want %v", err, tc.want)
-			}
-			if got := after.TotalAlloc - before.TotalAlloc; got > uint64(tc.alloc) {
-				t.Fatalf("Recv allocated %d bytes refusing the frame, limit %d", got, tc.alloc)
-			}
-			t.Logf("%v", err)
-			// Sticky, and the socket is closed.
-			if _, err2 := c.Recv(); !errors.Is(err2, tc.want) {
-				t.Fatalf("second Recv: %v", err2)
-			}
-			if err2 := c.Send(1, []byte("x")); !errors.Is(err2, tc.want) {
-				t.Fatalf("Send after the failure: %v", err2)
-			}
-			peer.SetReadDeadline(time.Now().Add(framedTestDeadline))
-			if n, err := peer.Read(make([]byte, 16)); n != 0 || !errors.Is(err, io.EOF) {
-				t.Fatalf("peer read after the failure: %d, %v; want EOF", n, err)
-			}
-			c.Close()
-			if _, err := c.Recv(); !errors.Is(err, ErrClosed) {
-				t.Fatalf("Recv after Close: %v", err)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				raw, peer := framedSocketpair(t)
+				if kind == "tcp" {
+					raw, peer = framedTCPPair(t)
+				}
+				c := newFramed(raw, framedOptions{Compression: tc.comp, MaxMessage: maxMsg})
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(framedTestDeadline))
+				// A good frame first: the bad one must not spoil it.
+				good := framedRawFrame(9, 0, []byte("good"))
+				if _, err := peer.Write(append(good, tc.input...)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.want == ErrPeerGone {
+					peer.(interface{ CloseWrite() error }).CloseWrite()
+				}
+				if m, err := c.Recv(); err != nil || string(m.Data) != "good" {
+					t.Fatalf("good frame: %q, %v", m.Data, err)
+				}
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				_, err := c.Recv()
+				runtime.ReadMemStats(&after)
+				if !errors.Is(err, tc.want) || tc.also != nil && !errors.Is(err, tc.also) {
+					t.Fatalf("Recv: %v; want %v", err, tc.want)
+				}
+				if got := after.TotalAlloc - before.TotalAlloc; got > uint64(tc.alloc) {
+					t.Fatalf("Recv allocated %d bytes refusing the frame, limit %d", got, tc.alloc)
+				}
+				t.Logf("%v", err)
+				// Sticky, and the socket is closed.
+				if _, err2 := c.Recv(); !errors.Is(err2, tc.want) {
+					t.Fatalf("second Recv: %v", err2)
+				}
+				if err2 := c.Send(1, []byte("x")); !errors.Is(err2, tc.want) {
+					t.Fatalf("Send after the failure: %v", err2)
+				}
+				peer.SetReadDeadline(time.Now().Add(framedTestDeadline))
+				if n, err := peer.Read(make([]byte, 16)); n != 0 || !errors.Is(err, io.EOF) {
+					t.Fatalf("peer read after the failure: %d, %v; want EOF", n, err)
+				}
+				c.Close()
+				if _, err := c.Recv(); !errors.Is(err, ErrClosed) {
+					t.Fatalf("Recv after Close: %v", err)
+				}
+			})
+		}
 	}
 }
 
