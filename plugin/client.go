@@ -97,6 +97,9 @@ func (c *Client) CallView(ctx context.Context, method string, req []byte, f func
 // New creates a remote object of type typ on the plugin.
 func (c *Client) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
 	h, err := c.peer.New(ctx, typ, args)
+	if h != nil {
+		rpc.SetHandleErrors(h, c.wrap)
+	}
 	return h, c.wrap(err)
 }
 

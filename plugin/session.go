@@ -472,6 +472,9 @@ func (s *Session) New(ctx context.Context, typ string, args []byte) (*rpc.Handle
 		return nil, err
 	}
 	h, err := c.New(ctx, typ, args)
+	if h != nil {
+		rpc.SetHandleErrors(h, func(err error) error { return s.callErr(c, c.wrap(err)) })
+	}
 	return h, s.callErr(c, err)
 }
 

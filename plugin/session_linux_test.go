@@ -339,3 +339,48 @@ func TestSessionCallsThroughRestarts(t *testing.T) {
 		t.Error("no call succeeded")
 	}
 }
+
+// TestSessionHandleAfterRestart: a remote object's handle dies with its
+// instance; once the Session has restarted the plugin, calling or
+// destroying the handle says so (ErrPluginRestarted, ErrPeerGone), as a
+// call through the Session would, not "closed".
+func TestSessionHandleAfterRestart(t *testing.T) {
+	cfg := pluginConfig("echo")
+	cfg.HealthInterval = 200 * time.Millisecond
+	cfg.Backoff = 10 * time.Millisecond
+	s := startSession(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	h, err := s.New(ctx, "counter", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Call(ctx, "add", nil); err != nil {
+		t.Fatal(err)
+	}
+	first := s.Status()
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool {
+		st := s.Status()
+		return st.State == plugin.StateReady && st.PID != first.PID
+	}) {
+		t.Fatalf("not restarted: %+v", s.Status())
+	}
+	_, err = h.Call(ctx, "add", nil)
+	if !errors.Is(err, plugin.ErrPluginRestarted) || !errors.Is(err, plugin.ErrPeerGone) || errors.Is(err, plugin.ErrClosed) {
+		t.Errorf("a call on a handle of the killed instance: %v, want ErrPluginRestarted and ErrPeerGone", err)
+	}
+	if err := h.Destroy(ctx); err != nil && (!errors.Is(err, plugin.ErrPeerGone) || errors.Is(err, plugin.ErrClosed)) {
+		t.Errorf("Destroy of a handle of the killed instance: %v, want nil or ErrPeerGone", err)
+	}
+	// A new handle on the new instance works.
+	h2, err := s.New(ctx, "counter", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.Call(ctx, "add", nil); err != nil {
+		t.Fatal(err)
+	}
+}

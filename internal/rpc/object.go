@@ -15,6 +15,21 @@ type Handle struct {
 	id        uint64
 	typ       string
 	destroyed atomic.Bool
+	// errs, if set (SetHandleErrors), rewrites the errors of Call and
+	// Destroy the way its owner rewrites its own calls' errors.
+	errs func(error) error
+}
+
+// SetHandleErrors makes h report its errors through f, as the Client or
+// Session that created it reports its calls' (a plugin that died, a
+// restart).
+func SetHandleErrors(h *Handle, f func(error) error) { h.errs = f }
+
+func (h *Handle) mapErr(err error) error {
+	if err == nil || h.errs == nil {
+		return err
+	}
+	return h.errs(err)
 }
 
 // New asks the peer to create an object of the registered type typ from args
@@ -35,7 +50,8 @@ func (h *Handle) Call(ctx context.Context, method string, req []byte) ([]byte, e
 	if h.destroyed.Load() {
 		return nil, fmt.Errorf("%w: handle %d of %q was destroyed", ErrUnknownMethod, h.id, h.typ)
 	}
-	return h.p.call(ctx, flagObject, h.id, method, req, nil)
+	out, err := h.p.call(ctx, flagObject, h.id, method, req, nil)
+	return out, h.mapErr(err)
 }
 
 // Destroy releases the object on the peer's side (calling its Close, if it
@@ -45,5 +61,5 @@ func (h *Handle) Destroy(ctx context.Context) error {
 		return nil
 	}
 	_, err := h.p.call(ctx, flagDestroy, h.id, "", nil, nil)
-	return err
+	return h.mapErr(err)
 }
