@@ -367,7 +367,11 @@ func killDuring(t *testing.T, phase string, r *rand.Rand) {
 		c := launch(t, cfg)
 		errc := make(chan error, 1)
 		go func() { errc <- boundedCall(t, c, 2*time.Second, "sleep", []byte("20")) }()
-		<-entered
+		select {
+		case <-entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("shutdown: the plugin's handler never started")
+		}
 		stopped := make(chan error, 1)
 		start := time.Now()
 		go func() { stopped <- c.Stop(context.Background()) }()
