@@ -32,6 +32,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -306,4 +307,38 @@ func refusedAtOnce(nc net.Conn, cfg *Config) bool {
 	}
 	uid, _, err := peerCred(uc)
 	return err == nil && !cfg.uidAllowed(uid)
+}
+
+// strangerLogEvery is how often a Listener logs the failed handshakes of
+// peers that never authenticated: a flood of them writes one WARN line a
+// second (with the count), not one per connection.
+const strangerLogEvery = time.Second
+
+// strangerLog rate-limits the log of strangers' failed handshakes.
+type strangerLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// failed logs err, a stranger's failed handshake: at WARN at most once per
+// strangerLogEvery, naming how many were not logged since; at DEBUG
+// otherwise.
+func (s *strangerLog) failed(log *slog.Logger, remote net.Addr, err error) {
+	s.mu.Lock()
+	now := time.Now()
+	if now.Sub(s.last) < strangerLogEvery {
+		s.suppressed++
+		s.mu.Unlock()
+		log.Debug("ringwire: handshake failed", "remote", addrString(remote), "err", err)
+		return
+	}
+	n := s.suppressed
+	s.last, s.suppressed = now, 0
+	s.mu.Unlock()
+	if n > 0 {
+		log.Warn("ringwire: handshake failed", "remote", addrString(remote), "err", err, "also_failed_since_last", n)
+		return
+	}
+	log.Warn("ringwire: handshake failed", "remote", addrString(remote), "err", err)
 }

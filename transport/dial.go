@@ -72,6 +72,8 @@ type Listener struct {
 	mu   sync.Mutex
 	// adm bounds the handshakes in progress (admit.go).
 	adm admission
+	// strangers rate-limits the log of unauthenticated handshakes that failed.
+	strangers strangerLog
 }
 
 // Listen announces on a "unix" or "tcp" address. TCP requires cfg.TLS with
@@ -201,7 +203,7 @@ func (l *Listener) handshake(p *pendingConn) {
 			} else {
 				err = fmt.Errorf("%w: the peer hung up before its handshake: %w", ErrPeerGone, err)
 			}
-			l.cfg.logger().Warn("ringwire: handshake failed", "remote", addrString(nc.RemoteAddr()), "err", err)
+			l.strangers.failed(l.cfg.logger(), nc.RemoteAddr(), err)
 			nc.Close()
 			return
 		}
@@ -222,7 +224,10 @@ func (l *Listener) handshake(p *pendingConn) {
 	ctx := withAuthenticated(l.ctx, func() { l.adm.authenticated(p) })
 	c, err := Server(ctx, nc, l.cfg)
 	if err != nil {
-		return // Server logged it
+		if !l.adm.isAuthed(p) {
+			l.strangers.failed(l.cfg.logger(), nc.RemoteAddr(), err)
+		} // else Server logged it
+		return
 	}
 	select {
 	case l.out <- c:

@@ -62,6 +62,8 @@ type handshake struct {
 	// has authenticated: TLS with a verified client certificate, or a hello
 	// that was accepted.
 	authed func()
+	// trusted is set once the peer has authenticated.
+	trusted bool
 }
 
 func begin(ctx context.Context, nc net.Conn, cfg *Config) (*handshake, error) {
@@ -113,6 +115,11 @@ func (h *handshake) finish(c Conn, err error) (Conn, error) {
 		h.nc.Close()
 		if cerr := h.ctx.Err(); cerr != nil && errors.Is(err, ErrTimeout) {
 			err = fmt.Errorf("%w (%w)", err, cerr)
+		}
+		if h.authed != nil && !h.trusted {
+			// A stranger's failure: the Listener reports those, rate-limited.
+			log.Debug("ringwire: handshake failed", "remote", addrString(h.nc.RemoteAddr()), "err", err)
+			return nil, err
 		}
 		log.Warn("ringwire: handshake failed", "remote", addrString(h.nc.RemoteAddr()), "err", err)
 		return nil, err
@@ -172,6 +179,7 @@ func (h *handshake) authenticate(server bool) error {
 // authenticated tells the Listener, if any, that the peer is no longer a
 // stranger.
 func (h *handshake) authenticated() {
+	h.trusted = true
 	if h.authed != nil {
 		h.authed()
 	}

@@ -9,11 +9,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -539,5 +541,63 @@ func TestUnixSocketMode(t *testing.T) {
 	spec := childSpec{Role: "echo", Network: "unix", Addr: path, UID: "65534"}
 	if line := dialReport(t, spec); !strings.Contains(line, "permission denied") {
 		t.Fatalf("a child of uid 65534: %q, want permission denied", line)
+	}
+}
+
+// levelCounter counts log records by level and keeps the WARN ones' attrs.
+type levelCounter struct {
+	mu    sync.Mutex
+	warns []map[string]string
+	debug int
+}
+
+func (h *levelCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *levelCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *levelCounter) WithGroup(string) slog.Handler            { return h }
+func (h *levelCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "ringwire: handshake failed" {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Level >= slog.LevelWarn {
+		attrs := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+		h.warns = append(h.warns, attrs)
+	} else {
+		h.debug++
+	}
+	return nil
+}
+
+// TestStrangerLogRateLimited: a flood of strangers' failed handshakes writes
+// one WARN line a second, with the count of those it did not log, and the
+// rest at DEBUG; a log is not something a stranger can flood.
+func TestStrangerLogRateLimited(t *testing.T) {
+	h := &levelCounter{}
+	l, _ := listenCombo(t, combo{kind: KindUnix}, &Config{Logger: slog.New(h)})
+	garbage := func() {
+		nc := rawDial(t, l)
+		defer nc.Close()
+		_, _ = nc.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.Copy(io.Discard, nc) // until the listener hangs up
+	}
+	for range 50 {
+		garbage()
+	}
+	h.mu.Lock()
+	warns, debug := len(h.warns), h.debug
+	h.mu.Unlock()
+	if warns < 1 || warns > 2 || debug < 40 {
+		t.Fatalf("50 failed handshakes in well under a second: %d WARN and %d DEBUG lines, want 1 or 2 WARN", warns, debug)
+	}
+	time.Sleep(strangerLogEvery + 100*time.Millisecond)
+	garbage()
+	h.mu.Lock()
+	last := h.warns[len(h.warns)-1]
+	h.mu.Unlock()
+	if n, _ := strconv.Atoi(last["also_failed_since_last"]); n < 40 {
+		t.Fatalf("the next WARN line says %v, want also_failed_since_last ≥ 40", last)
 	}
 }
