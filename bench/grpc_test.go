@@ -94,7 +94,7 @@ func serveGRPC() int {
 			fmt.Fprintln(os.Stderr, "grpc:", err)
 			return 2
 		}
-		l = transport.NetListener(acc)
+		l = acc
 	case "unix":
 		if l, err = net.Listen("unix", path); err != nil {
 			fmt.Fprintln(os.Stderr, "grpc:", err)
@@ -155,8 +155,10 @@ func startGRPC(tb testing.TB, network string) *target {
 			if err != nil {
 				return nil, err
 			}
-			kind.CompareAndSwap(nil, c.Info().Kind)
-			return transport.NetConn(c), nil
+			if in, ok := transport.InfoOf(c); ok {
+				kind.CompareAndSwap(nil, in.Kind)
+			}
+			return c, nil
 		}))
 	}
 	cc, err := grpc.NewClient(addr, opts...)

@@ -12,8 +12,8 @@ import (
 	"github.com/ringwire/ringwire/internal/duplex"
 	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/internal/seam"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/ring"
-	"github.com/ringwire/ringwire/transport"
 )
 
 const (

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/negotiate"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // recorder is a client connection that keeps a copy of what it sends.

@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/negotiate"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // The server side of FuzzListenerStream, and of the clients that recorded

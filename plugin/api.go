@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/negotiate"
 )
 
 // The service definition and what handlers use, so that a plugin, its host
@@ -75,9 +75,9 @@ var (
 	ErrTooLarge = rpc.ErrTooLarge
 	// ErrUnauthorized: the plugin's (or the host's) token was missing or
 	// wrong. It is permanent: a Session does not retry it.
-	ErrUnauthorized = negotiate.ErrUnauthorized
+	ErrUnauthorized = handshake.ErrUnauthorized
 	// ErrVersion: host and plugin speak no common protocol version.
-	ErrVersion = negotiate.ErrVersion
+	ErrVersion = handshake.ErrVersion
 )
 
 // NewMux returns an empty Mux.

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/ring"
-	"github.com/ringwire/ringwire/transport"
 )
 
 // Client is the host's connection to one plugin: a launched process, an

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Defaults of Config.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Connect dials a remote plugin, one whose Serve listens (RINGWIRE_LISTEN),

@@ -6,12 +6,12 @@ import (
 	"runtime"
 
 	"github.com/ringwire/ringwire/internal/errs"
-	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/internal/handshake"
 )
 
 // Sentinel errors, matched with errors.Is. Errors from the layers below keep
-// their own sentinels too (transport.ErrPeerGone, negotiate.ErrContractMismatch,
-// negotiate.ErrUnauthorized, transport.ErrTimeout...).
+// their own sentinels too (transport.ErrPeerGone, handshake.ErrContractMismatch,
+// handshake.ErrUnauthorized, transport.ErrTimeout...).
 var (
 	// ErrNotLaunched: Serve found none of the environment a host sets (the
 	// binary was run by hand).
@@ -56,7 +56,7 @@ var (
 	// serves (another service, a version the host does not accept, a
 	// method missing or with another signature, or unequal contract
 	// hashes). It is permanent: a Session does not retry it.
-	ErrContractMismatch = negotiate.ErrContractMismatch
+	ErrContractMismatch = handshake.ErrContractMismatch
 )
 
 // pluginError is an error about one plugin: it reads

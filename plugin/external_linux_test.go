@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/transport"
 )
 
 // extProc is a plugin process the test starts itself (external and remote

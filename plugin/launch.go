@@ -10,9 +10,9 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/negotiate"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // exitSettle is how long a failed launch waits for the child to exit on its
@@ -122,7 +122,7 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 // refused reports whether a handshake failed on a decision (contract,
 // token, version, credentials) rather than on the plugin's absence.
 func refused(err error) bool {
-	for _, e := range []error{negotiate.ErrContractMismatch, negotiate.ErrUnauthorized, negotiate.ErrVersion, negotiate.ErrRefused} {
+	for _, e := range []error{handshake.ErrContractMismatch, handshake.ErrUnauthorized, handshake.ErrVersion, handshake.ErrRefused} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -134,7 +134,7 @@ func refused(err error) bool {
 // the plugin does not serve what the host needs, speaks no common version,
 // or is not authorised.
 func permanent(err error) bool {
-	for _, e := range []error{negotiate.ErrContractMismatch, negotiate.ErrUnauthorized, negotiate.ErrVersion} {
+	for _, e := range []error{handshake.ErrContractMismatch, handshake.ErrUnauthorized, handshake.ErrVersion} {
 		if errors.Is(err, e) {
 			return true
 		}

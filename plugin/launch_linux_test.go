@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/transport"
 )
 
 func TestLaunchEchoAndMetadata(t *testing.T) {

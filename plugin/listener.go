@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // ListenConfig configures a host Listener for external plugins.

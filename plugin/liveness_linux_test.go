@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/transport"
 )
 
 // Liveness of a supervised plugin that stops reading (SIGSTOP), on every

@@ -20,10 +20,10 @@ import (
 	"testing"
 	"time"
 
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/negotiate"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/transport"
 )
 
 // The test binary doubles as the plugin (and, for one test, as a host): when

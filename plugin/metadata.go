@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // reservedPrefix starts the constant keys the runtime uses for itself; a

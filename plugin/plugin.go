@@ -7,7 +7,7 @@ import (
 
 	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Plugin describes what a plugin binary serves. Pass it to Serve.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/plugin"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/internal/seam"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // drainTimeout bounds how long a plugin asked to stop (its context ended, or

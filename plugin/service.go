@@ -10,7 +10,7 @@ import (
 
 	"github.com/ringwire/ringwire/internal/handshake"
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Services and contracts that evolve.

@@ -12,8 +12,9 @@ import (
 	"github.com/ringwire/ringwire/transport"
 )
 
-// A listener and a dialler on one Linux host agree on shared memory; the
-// Conn carries whole messages.
+// Stream code (here a byte echo; gRPC, net/rpc or HTTP the same way) runs
+// over shared memory unchanged: Listen and Dial return a net.Listener and a
+// net.Conn.
 func Example() {
 	quiet := slog.New(slog.DiscardHandler)
 	addr := fmt.Sprintf("@ringwire-example-%d", os.Getpid()) // abstract Unix socket
@@ -28,13 +29,7 @@ func Example() {
 			return
 		}
 		defer c.Close()
-		m, err := c.Recv()
-		if err != nil {
-			return
-		}
-		_ = c.Send(m.Type, append([]byte("echo: "), m.Data...))
-		c.Release()
-		_, _ = c.Recv() // until the dialler hangs up
+		_, _ = io.Copy(c, c)
 	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -44,24 +39,25 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Println("transport:", c.Info().Kind, "peer:", c.Info().Peer.Name)
-	if err := c.Send(1, []byte("hello")); err != nil {
+	in, _ := transport.InfoOf(c)
+	fmt.Println("transport:", in.Kind, "peer:", in.Peer.Name)
+	if _, err := io.WriteString(c, "over shared memory"); err != nil {
 		log.Fatal(err)
 	}
-	m, err := c.Recv()
-	if err != nil {
+	buf := make([]byte, 18)
+	if _, err := io.ReadFull(c, buf); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%d %s\n", m.Type, m.Data)
-	c.Release()
+	fmt.Println(string(buf))
 	// Output:
 	// transport: shm peer: host
-	// 1 echo: hello
+	// over shared memory
 }
 
-// Mutual TLS without files: an in-memory CA issues the listener's and the
-// dialler's certificates; the dialler's travels as one PEM bundle.
-func ExampleCA() {
+// Mutual TLS between hosts without files: an in-memory CA issues the
+// listener's and the dialler's certificates; the dialler's travels as one
+// PEM bundle.
+func ExampleNewCA() {
 	quiet := slog.New(slog.DiscardHandler)
 	ca, err := transport.NewCA("my host")
 	if err != nil {
@@ -78,7 +74,7 @@ func ExampleCA() {
 	defer l.Close()
 	go func() {
 		if c, err := l.Accept(); err == nil {
-			_, _ = c.Recv()
+			_, _ = io.Copy(io.Discard, c)
 			c.Close()
 		}
 	}()
@@ -98,45 +94,7 @@ func ExampleCA() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	in := c.Info()
+	in, _ := transport.InfoOf(c)
 	fmt.Println(in.Kind, "tls:", in.TLS, "compression:", in.Compression)
 	// Output: tcp tls: true compression: lz4
-}
-
-// NetConn turns any Conn into a net.Conn, so stream protocols (net/rpc,
-// gRPC, HTTP) run over shared memory unchanged.
-func ExampleNetConn() {
-	quiet := slog.New(slog.DiscardHandler)
-	addr := fmt.Sprintf("@ringwire-example-netconn-%d", os.Getpid())
-	l, err := transport.Listen("unix", addr, &transport.Config{Logger: quiet})
-	if err != nil {
-		log.Fatal(err)
-	}
-	nl := transport.NetListener(l)
-	defer nl.Close()
-	go func() {
-		nc, err := nl.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_, _ = io.Copy(nc, nc) // a byte-stream echo
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := transport.Dial(ctx, "unix", addr, &transport.Config{Logger: quiet})
-	if err != nil {
-		log.Fatal(err)
-	}
-	nc := transport.NetConn(c)
-	defer nc.Close()
-	if _, err := io.WriteString(nc, "over shared memory"); err != nil {
-		log.Fatal(err)
-	}
-	buf := make([]byte, 18)
-	if _, err := io.ReadFull(nc, buf); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(string(buf))
-	// Output: over shared memory
 }

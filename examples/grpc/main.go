@@ -122,13 +122,13 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	acc := &trackingAcceptor{Listener: l}
+	acc := &trackingListener{Listener: l}
 	hs := health.NewServer() // "" is SERVING
 	hs.SetServingStatus(demoService, watchSequence[0])
 	gs := grpc.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	served := make(chan error, 1)
-	go func() { served <- gs.Serve(transport.NetListener(acc)) }()
+	go func() { served <- gs.Serve(acc) }()
 
 	res := &result{}
 	cerr := runChild(ctx, o, addr, hs, res)
@@ -258,38 +258,39 @@ func stop(gs *grpc.Server, served <-chan error) (string, error) {
 	}
 }
 
-// trackingAcceptor records the transport of each connection it accepts and
+// trackingListener records the transport of each connection it accepts and
 // whether gRPC has closed it.
-type trackingAcceptor struct {
-	*transport.Listener
+type trackingListener struct {
+	net.Listener
 	mu    sync.Mutex
 	conns []*trackedConn
 }
 
-func (a *trackingAcceptor) Accept() (transport.Conn, error) {
+func (a *trackingListener) Accept() (net.Conn, error) {
 	c, err := a.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
 	tc := &trackedConn{Conn: c, closed: make(chan struct{})}
+	tc.info, _ = transport.InfoOf(c)
 	a.mu.Lock()
 	a.conns = append(a.conns, tc)
 	a.mu.Unlock()
 	return tc, nil
 }
 
-func (a *trackingAcceptor) kinds() []transport.Kind {
+func (a *trackingListener) kinds() []transport.Kind {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := make([]transport.Kind, len(a.conns))
 	for i, c := range a.conns {
-		k[i] = c.Info().Kind
+		k[i] = c.info.Kind
 	}
 	return k
 }
 
 // waitClosed waits until every accepted connection has been closed.
-func (a *trackingAcceptor) waitClosed(ctx context.Context, d time.Duration) error {
+func (a *trackingListener) waitClosed(ctx context.Context, d time.Duration) error {
 	a.mu.Lock()
 	conns := slices.Clone(a.conns)
 	a.mu.Unlock()
@@ -299,7 +300,7 @@ func (a *trackingAcceptor) waitClosed(ctx context.Context, d time.Duration) erro
 		select {
 		case <-c.closed:
 		case <-t.C:
-			return fmt.Errorf("server: connection %d (%v) still open %v after the client left", i, c.Info().Kind, d)
+			return fmt.Errorf("server: connection %d (%v) still open %v after the client left", i, c.info.Kind, d)
 		case <-ctx.Done():
 			return fmt.Errorf("server: connection %d still open: %w", i, ctx.Err())
 		}
@@ -307,9 +308,10 @@ func (a *trackingAcceptor) waitClosed(ctx context.Context, d time.Duration) erro
 	return nil
 }
 
-// trackedConn is a transport.Conn whose Close is observable.
+// trackedConn is a connection whose Close is observable.
 type trackedConn struct {
-	transport.Conn
+	net.Conn
+	info   transport.Info
 	once   sync.Once
 	closed chan struct{}
 }
@@ -354,19 +356,14 @@ func child() error {
 		cfg.Mode = transport.ModeFramed
 	}
 
-	// The only ringwire-specific part of the client: its dialer. It keeps
-	// the Conns it made to print their counters at the end.
-	var (
-		dialledMu sync.Mutex
-		dialled   []transport.Conn
-	)
+	// The only ringwire-specific part of the client: its dialer.
 	cc, err := grpc.NewClient("passthrough:///ringwire",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			c, err := transport.Dial(ctx, "unix", addr, cfg)
 			if err != nil {
 				return nil, err
 			}
-			in := c.Info()
+			in, _ := transport.InfoOf(c)
 			fmt.Printf("client: dialled %s: transport %s, protocol v%d, max message %d KiB", in.Peer.Name, in.Kind, in.Version, in.MaxMessage>>10)
 			if in.Kind == transport.KindShm {
 				fmt.Printf(", two %d KiB rings", in.RingSize>>10)
@@ -376,10 +373,7 @@ func child() error {
 				c.Close()
 				return nil, err
 			}
-			dialledMu.Lock()
-			dialled = append(dialled, c)
-			dialledMu.Unlock()
-			return transport.NetConn(c), nil
+			return c, nil
 		}),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -420,13 +414,6 @@ func child() error {
 	if err := cc.Close(); err != nil {
 		return err
 	}
-	dialledMu.Lock()
-	for _, c := range dialled {
-		st := c.Stats()
-		fmt.Printf("client: %s connection sent %d messages (%d bytes) in %d writes, received %d; %d wakes, %d parks\n",
-			c.Info().Kind, st.MessagesSent, st.BytesSent, st.Writes, st.MessagesRecv, st.Wakes, st.Parks)
-	}
-	dialledMu.Unlock()
 	return rep.printf("done")
 }
 

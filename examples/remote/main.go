@@ -19,8 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/plugin"
-	"github.com/ringwire/ringwire/transport"
 )
 
 func echoPlugin() *plugin.Plugin {

@@ -11,7 +11,7 @@ import (
 
 	flatbuffers "github.com/google/flatbuffers/go"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Cross-process RPC benchmarks: the parent calls "echo" on a child process

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/sendparts"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // callTable is the calls this side made that await an answer. Its

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // connect returns two connected Peers in one process: the listener side

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 type ctxTag struct{}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Liveness: what a Peer does when the other side stops reading (SIGSTOP, or

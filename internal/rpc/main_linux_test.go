@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // socketPair returns the two ends of a connected Unix stream socket pair.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/sendparts"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Memory a flooding peer can make us hold (DESIGN.md: "bounded in bytes,

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // TestCallViewReentry: a CallView function that calls its own Peer gets

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Defaults of Options.

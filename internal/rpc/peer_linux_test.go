@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 var modes = []struct {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // TestLiveHandlerContextNoGoroutine (8): a context derived from a handler's

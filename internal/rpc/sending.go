@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/sendparts"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Sending. Every send of a Peer is bounded, on every transport:

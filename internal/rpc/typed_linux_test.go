@@ -10,7 +10,7 @@ import (
 	flatbuffers "github.com/google/flatbuffers/go"
 
 	"github.com/ringwire/ringwire/internal/rpc/internal/fb"
-	"github.com/ringwire/ringwire/transport"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Typed methods the test child serves (see echoMux), each an echo.

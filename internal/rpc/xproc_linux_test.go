@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
-	"github.com/ringwire/ringwire/transport"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
 // Cross-process harness: the test binary re-executes itself as the serving

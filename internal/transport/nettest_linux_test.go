@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 )
 
 // netTestCase is one transport NetConn runs over in TestNetTest.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/ringwire/ringwire/internal/duplex"
 	hs "github.com/ringwire/ringwire/internal/handshake"
-	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/ring"
 )
 
@@ -23,9 +22,9 @@ const maxRingSize = 256 << 20
 // negotiated Conn. nc belongs to the Conn from then on (and is closed if the
 // handshake fails). A *net.UnixConn may switch to shared memory; a TCP
 // connection must be a *tls.Conn unless cfg.InsecurePlaintextTCP is set.
-// Refusals return errors matching negotiate.ErrVersion,
-// negotiate.ErrContractMismatch, negotiate.ErrUnauthorized or
-// negotiate.ErrRefused; a silent or slow peer, ErrTimeout.
+// Refusals return errors matching hs.ErrVersion,
+// hs.ErrContractMismatch, hs.ErrUnauthorized or
+// hs.ErrRefused; a silent or slow peer, ErrTimeout.
 func Client(ctx context.Context, nc net.Conn, cfg *Config) (Conn, error) {
 	h, err := begin(ctx, nc, cfg)
 	if err != nil {
@@ -146,16 +145,16 @@ func (h *handshake) authenticate(server bool) error {
 	if h.tls != nil {
 		if err := h.tls.HandshakeContext(h.ctx); err != nil {
 			err = h.netErr("TLS handshake", err)
-			if !errors.Is(err, ErrTimeout) && !errors.Is(err, negotiate.ErrUnauthorized) {
+			if !errors.Is(err, ErrTimeout) && !errors.Is(err, hs.ErrUnauthorized) {
 				// Certificates missing, expired, from another authority...
-				err = fmt.Errorf("%w: %w", negotiate.ErrUnauthorized, err)
+				err = fmt.Errorf("%w: %w", hs.ErrUnauthorized, err)
 			}
 			return err
 		}
 		if cs := h.tls.ConnectionState(); server && len(cs.VerifiedChains) == 0 {
 			// Also catches a tls.Config that asks for a certificate without
 			// verifying it (RequireAnyClientCert and the like).
-			return fmt.Errorf("%w: mutual TLS: the client presented no verified certificate (%d unverified)", negotiate.ErrUnauthorized, len(cs.PeerCertificates))
+			return fmt.Errorf("%w: mutual TLS: the client presented no verified certificate (%d unverified)", hs.ErrUnauthorized, len(cs.PeerCertificates))
 		}
 		return nil
 	}
@@ -171,7 +170,7 @@ func (h *handshake) authenticate(server bool) error {
 	}
 	h.uid, h.pid = uid, pid
 	if !h.cfg.uidAllowed(uid) {
-		return fmt.Errorf("%w: peer uid %d is neither ours (%d) nor allowed", negotiate.ErrUnauthorized, uid, os.Getuid())
+		return fmt.Errorf("%w: peer uid %d is neither ours (%d) nor allowed", hs.ErrUnauthorized, uid, os.Getuid())
 	}
 	return nil
 }
@@ -190,15 +189,15 @@ func (h *handshake) netErr(what string, err error) error {
 	var cv *tls.CertificateVerificationError
 	var op *net.OpError
 	switch {
-	case errors.Is(err, negotiate.ErrMalformed) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, hs.ErrMalformed) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
 		return err
 	case frameIsTimeout(err):
 		return fmt.Errorf("%w: handshake: %s: %w", ErrTimeout, what, err)
 	case errors.As(err, &cv):
-		return fmt.Errorf("%w: %s: %w", negotiate.ErrUnauthorized, what, err)
+		return fmt.Errorf("%w: %s: %w", hs.ErrUnauthorized, what, err)
 	case h.tls != nil && errors.As(err, &op) && op.Op == "remote error":
 		// A TLS alert from the peer: it rejected our certificate (or lack of one).
-		return fmt.Errorf("%w: %s: %w", negotiate.ErrUnauthorized, what, err)
+		return fmt.Errorf("%w: %s: %w", hs.ErrUnauthorized, what, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
 		return fmt.Errorf("%w: %s: the peer hung up: %w", ErrPeerGone, what, err)
 	}
@@ -238,7 +237,7 @@ func (h *handshake) readAck() error {
 	case *hs.Refuse:
 		return m.Err()
 	}
-	return fmt.Errorf("%w: %T where an ack was expected", negotiate.ErrMalformed, m)
+	return fmt.Errorf("%w: %T where an ack was expected", hs.ErrMalformed, m)
 }
 
 func (h *handshake) shmPossible() bool {
@@ -266,7 +265,7 @@ func (h *handshake) info(version uint16, maxMessage uint64, name, ver string, co
 
 func (h *handshake) server() (Conn, error) {
 	if err := h.authenticate(true); err != nil {
-		if errors.Is(err, negotiate.ErrUnauthorized) && h.tls == nil {
+		if errors.Is(err, hs.ErrUnauthorized) && h.tls == nil {
 			// The details (uids) stay in our log; the peer learns only that
 			// it was refused.
 			_ = hs.WriteMessage(h.nc, &hs.Refuse{Reason: hs.ReasonUnauthorized, Message: "peer credentials not allowed"})
@@ -278,14 +277,14 @@ func (h *handshake) server() (Conn, error) {
 	}
 	m, err := h.read()
 	if err != nil {
-		if errors.Is(err, negotiate.ErrMalformed) {
+		if errors.Is(err, hs.ErrMalformed) {
 			return nil, h.refuse(hs.ReasonMalformed, err)
 		}
 		return nil, err
 	}
 	hello, ok := m.(*hs.Hello)
 	if !ok {
-		return nil, h.refuse(hs.ReasonMalformed, fmt.Errorf("%w: %T where a hello was expected", negotiate.ErrMalformed, m))
+		return nil, h.refuse(hs.ReasonMalformed, fmt.Errorf("%w: %T where a hello was expected", hs.ErrMalformed, m))
 	}
 	cfg := h.cfg
 	p := hs.Policy{
@@ -371,7 +370,7 @@ func (h *handshake) client() (Conn, error) {
 	case *hs.Accept:
 		acc = m
 	default:
-		return nil, fmt.Errorf("%w: %T where an accept or refusal was expected", negotiate.ErrMalformed, m)
+		return nil, fmt.Errorf("%w: %T where an accept or refusal was expected", hs.ErrMalformed, m)
 	}
 	if err := hs.Check(hello, acc); err != nil {
 		return nil, h.refuse(reasonOf(err), err)
@@ -393,7 +392,7 @@ func (h *handshake) client() (Conn, error) {
 			},
 		})
 		if err != nil {
-			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrPeerGone) || errors.Is(err, negotiate.ErrUnauthorized) {
+			if errors.Is(err, ErrTimeout) || errors.Is(err, ErrPeerGone) || errors.Is(err, hs.ErrUnauthorized) {
 				return nil, err
 			}
 			if frameIsTimeout(err) || frameIsPeerGone(err) {
@@ -427,19 +426,19 @@ func errNoShm(who string, h *handshake) error {
 	if who != "this side" {
 		why = "refused"
 	}
-	return fmt.Errorf("%w: %w: shared memory required (ModeShm) but %s cannot use it (%s)", negotiate.ErrRefused, errors.ErrUnsupported, who, why)
+	return fmt.Errorf("%w: %w: shared memory required (ModeShm) but %s cannot use it (%s)", hs.ErrRefused, errors.ErrUnsupported, who, why)
 }
 
 // reasonOf maps a Check error to the refusal reason sent back.
 func reasonOf(err error) hs.Reason {
 	switch {
-	case errors.Is(err, negotiate.ErrVersion):
+	case errors.Is(err, hs.ErrVersion):
 		return hs.ReasonVersion
-	case errors.Is(err, negotiate.ErrContractMismatch):
+	case errors.Is(err, hs.ErrContractMismatch):
 		return hs.ReasonContract
-	case errors.Is(err, negotiate.ErrUnauthorized):
+	case errors.Is(err, hs.ErrUnauthorized):
 		return hs.ReasonUnauthorized
-	case errors.Is(err, negotiate.ErrMalformed):
+	case errors.Is(err, hs.ErrMalformed):
 		return hs.ReasonMalformed
 	}
 	return hs.ReasonOther
@@ -453,12 +452,12 @@ func addrString(a net.Addr) string {
 }
 
 // framed starts the framed transport on the handshake's socket.
-func (h *handshake) framed(z negotiate.Compression, info Info) Conn {
+func (h *handshake) framed(z hs.Compression, info Info) Conn {
 	comp := framedCompNone
 	switch z {
-	case negotiate.CompressionLZ4:
+	case hs.CompressionLZ4:
 		comp = framedCompLZ4
-	case negotiate.CompressionZstd:
+	case hs.CompressionZstd:
 		comp = framedCompZstd
 	}
 	return newFramed(h.nc, framedOptions{

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	hs "github.com/ringwire/ringwire/internal/handshake"
-	"github.com/ringwire/ringwire/negotiate"
 	"github.com/ringwire/ringwire/ring"
 )
 
@@ -61,13 +60,13 @@ type Config struct {
 	Constants     map[string]string
 
 	// Contract identifies the interface this side speaks (for example a hash
-	// of its methods). The handshake fails with negotiate.ErrContractMismatch
+	// of its methods). The handshake fails with hs.ErrContractMismatch
 	// unless both sides present the same bytes.
 	Contract []byte
 
 	// Token authenticates the dialler. A dialler sends it; a listener with a
 	// non-empty Token refuses every dialler that does not present the same
-	// bytes (negotiate.ErrUnauthorized; compared in constant time).
+	// bytes (hs.ErrUnauthorized; compared in constant time).
 	Token []byte
 
 	// AllowUIDs lists user ids, besides this process's own, whose processes
@@ -86,7 +85,7 @@ type Config struct {
 	// in preference order (the listener's order decides). nil selects none on
 	// Unix sockets (the socket outruns the codecs there) and LZ4, then ZSTD,
 	// on TCP. Shared memory never compresses.
-	Compressions []negotiate.Compression
+	Compressions []hs.Compression
 
 	// CompressThreshold is the smallest payload worth compressing; 0 selects
 	// the framed transport's default.
@@ -151,11 +150,11 @@ func (c *Config) handshakeTimeout() time.Duration {
 }
 
 // compressions returns the codecs offered or accepted on a connection of kind k.
-func (c *Config) compressions(k Kind) []negotiate.Compression {
+func (c *Config) compressions(k Kind) []hs.Compression {
 	if c.Compressions != nil || k != KindTCP {
 		return c.Compressions
 	}
-	return []negotiate.Compression{negotiate.CompressionLZ4, negotiate.CompressionZstd}
+	return []hs.Compression{hs.CompressionLZ4, hs.CompressionZstd}
 }
 
 // check validates the parts of c that do not depend on the connection.
@@ -169,7 +168,7 @@ func (c *Config) check() error {
 		return fmt.Errorf("%w: negative MaxMessage", ErrConfig)
 	}
 	for _, z := range c.Compressions {
-		if z > negotiate.CompressionZstd {
+		if z > hs.CompressionZstd {
 			return fmt.Errorf("%w: unknown compression %d", ErrConfig, z)
 		}
 	}

@@ -481,3 +481,13 @@ func (e ncTemporaryError) Error() string   { return e.err.Error() }
 func (e ncTemporaryError) Unwrap() error   { return e.err }
 func (e ncTemporaryError) Timeout() bool   { return false }
 func (e ncTemporaryError) Temporary() bool { return true }
+
+// InfoOf returns what the handshake of c agreed, if c is a net.Conn that
+// NetConn made.
+func InfoOf(c net.Conn) (Info, bool) {
+	nc, ok := c.(*ncConn)
+	if !ok {
+		return Info{}, false
+	}
+	return nc.c.Info(), true
+}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 )
 
 // Cross-process benchmarks: the child is this test binary dialling the

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 )
 
 // realPair connects a Listener and a dialler of the given kind in this

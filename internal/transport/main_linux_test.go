@@ -15,7 +15,7 @@ import (
 	"time"
 
 	hs "github.com/ringwire/ringwire/internal/handshake"
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 )
 
 // The test binary doubles as the peer process: when childEnv names a role,

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ringwire/ringwire/negotiate"
+	negotiate "github.com/ringwire/ringwire/internal/handshake"
 )
 
 // combo is one cell of the transport matrix.
