@@ -83,7 +83,7 @@ func serveRingwire() int {
 	default:
 		p.Transport = transport.Config{InsecurePlaintextTCP: true, Compressions: rwCompressions(tr)}
 	}
-	if err := plugin.Serve(p); err != nil {
+	if err := plugin.Serve(context.Background(), p); err != nil {
 		fmt.Fprintln(os.Stderr, "ringwire plugin:", err)
 		return 1
 	}
@@ -135,7 +135,7 @@ func launchRingwire(tb testing.TB, tr string) (*plugin.Client, int) {
 	case "shm", "unix":
 		cfg := &plugin.Config{
 			Name: "echo", Path: executable(tb), Args: []string{"-test.run=^$"},
-			Contract: echoMux().Contract(), StartTimeout: startTimeout, StopTimeout: stopTimeout, Logger: logger,
+			StartTimeout: startTimeout, StopTimeout: stopTimeout, Logger: logger,
 		}
 		if tr == "unix" {
 			cfg.Transport.Mode = transport.ModeFramed
@@ -167,7 +167,7 @@ func launchRingwire(tb testing.TB, tr string) (*plugin.Client, int) {
 // connectRingwire listens on loopback TCP with the options of tr and starts
 // this binary as an external plugin that connects to it.
 func connectRingwire(tb testing.TB, ctx context.Context, tr string) (*plugin.Client, int) {
-	lc := &plugin.ListenConfig{Contract: echoMux().Contract(), Logger: logger, StopTimeout: stopTimeout,
+	lc := &plugin.Config{Logger: logger, StopTimeout: stopTimeout,
 		Transport: transport.Config{Compressions: rwCompressions(tr)}}
 	var bundle []byte
 	if tr == "tcp-mtls" {
@@ -189,7 +189,7 @@ func connectRingwire(tb testing.TB, ctx context.Context, tr string) (*plugin.Cli
 		tb.Fatal(err)
 	}
 	defer l.Close()
-	ch := startChild(tb, "ringwire", append(l.ConnectEnv(bundle), rwTransportEnv+"="+tr))
+	ch := startChild(tb, "ringwire", append(plugin.ConnectEnv("tcp", l.Addr().String(), nil, bundle), rwTransportEnv+"="+tr))
 	cl, err := l.Accept(ctx)
 	if err != nil {
 		tb.Fatalf("accepting the ringwire plugin over %s: %v", tr, err)

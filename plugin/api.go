@@ -22,8 +22,6 @@ type (
 	Codec[T any] = rpc.Codec[T]
 	// Service is a service definition: name, version, typed methods.
 	Service = rpc.Service
-	// MethodInfo names a method and its signature (Info.Methods).
-	MethodInfo = rpc.MethodInfo
 	// Caller is what typed methods call through: *Client, *Session.
 	Caller = rpc.Caller
 	// Error is an error with a code that crosses the wire.

@@ -22,16 +22,16 @@ func (c *Config) verifiedBinary(cmd *exec.Cmd) (*os.File, error) {
 	}
 	f, err := os.Open(c.Path)
 	if err != nil {
-		return nil, errorf(c.Name, ErrIntegrity, err, "cannot check the binary")
+		return nil, errorf(c.Name, ErrConfig, err, "cannot check the binary")
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		f.Close()
-		return nil, errorf(c.Name, ErrIntegrity, err, "cannot check the binary")
+		return nil, errorf(c.Name, ErrConfig, err, "cannot check the binary")
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, c.SHA256) {
 		f.Close()
-		return nil, errorf(c.Name, ErrIntegrity, nil, "%s has SHA-256 %s, the host requires %s",
+		return nil, errorf(c.Name, ErrUnauthorized, nil, "%s has SHA-256 %s, the host requires %s",
 			c.Path, hex.EncodeToString(sum), hex.EncodeToString(c.SHA256))
 	}
 	if runtime.GOOS == "linux" {

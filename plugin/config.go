@@ -36,7 +36,8 @@ type Config struct {
 	Args []string
 	// SHA256, if set, is the SHA-256 the binary at Path must have: Launch
 	// checks it before starting the process (on Linux it then starts the
-	// very file it checked) and fails with ErrIntegrity otherwise.
+	// very file it checked) and fails with ErrUnauthorized otherwise (ErrConfig
+	// if it cannot read it).
 	SHA256 []byte
 	Env    []string
 	Dir    string
@@ -58,19 +59,14 @@ type Config struct {
 	// Service). The host then works with any plugin of that
 	// service, at a version Versions accepts, that serves every method of
 	// Service with the same signature, whatever else it serves; anything
-	// else fails with ErrContractMismatch naming what differs. Service or
-	// Contract is required.
+	// else fails with ErrContractMismatch naming what differs. Without
+	// Service the host needs nothing of the plugin's methods (a call to a
+	// method it lacks fails with ErrUnknownMethod).
 	Service *rpc.Service
 	// Versions are the plugin versions of Service the host accepts:
 	// comparisons such as ">=1.2.0 <2" (all must hold). Empty: the major
 	// version of Service.
 	Versions string
-
-	// Contract, instead of Service, is a contract hash the plugin must
-	// present exactly: the Contract of a Mux that registers the plugin's
-	// methods and types (Plugin.Schema included), e.g. a shared definition.
-	// A plugin with another contract is refused with ErrContractMismatch.
-	Contract []byte
 
 	// Transport holds the base transport options (Mode, RingSize, Ring,
 	// MaxMessage, TLS for Connect...). Launch fills in Token and Contract;
@@ -149,10 +145,6 @@ func (c *Config) withDefaults() *Config {
 // check validates a Config with its defaults.
 func (c *Config) check() error {
 	switch {
-	case len(c.Contract) == 0 && c.Service == nil:
-		return fmt.Errorf("%w: plugin %q: Config.Service (or Config.Contract) is required", ErrConfig, c.Name)
-	case len(c.Contract) > 0 && c.Service != nil:
-		return fmt.Errorf("%w: plugin %q: set Config.Service or Config.Contract, not both", ErrConfig, c.Name)
 	case c.Address == "" && c.Path == "":
 		return fmt.Errorf("%w: plugin %q: neither Path (launch) nor Address (remote) is set", ErrConfig, c.Name)
 	case c.StartTimeout < 0, c.HealthTimeout < 0, c.Backoff < 0, c.StopTimeout < 0:
@@ -164,7 +156,6 @@ func (c *Config) check() error {
 // transportConfig is the host's side of a handshake with token.
 func (c *Config) transportConfig(token []byte) *transport.Config {
 	t := c.Transport
-	t.Contract = c.Contract
 	c.declare(&t)
 	if token != nil {
 		t.Token = token

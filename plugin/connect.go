@@ -32,7 +32,7 @@ func connect(ctx context.Context, c *Config) (*Client, error) {
 	defer cancel()
 	conn, err := transport.Dial(hctx, c.Network, c.Address, c.transportConfig(nil))
 	if err != nil {
-		return nil, fmt.Errorf("plugin %q: connect: %w", c.Name, hint(err, c.Service != nil))
+		return nil, fmt.Errorf("plugin %q: connect: %w", c.Name, hint(err))
 	}
 	if err := c.admit(conn.Info()); err != nil {
 		conn.Close()

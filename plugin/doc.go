@@ -43,7 +43,7 @@
 // TLS or InsecurePlaintextTCP uses that; Plugin.Transport also picks the
 // compressions, ring waiting and message bound of the plugin's side.
 //
-// Run by hand with none of these, Serve returns ErrNotLaunched with a message
+// Run by hand with none of these, Serve returns an ErrConfig with a message
 // saying how the binary is meant to be started, instead of waiting forever.
 // ConnectEnv and ListenEnv build the environment of the last two modes.
 //

@@ -57,8 +57,8 @@ func TestReadEnv(t *testing.T) {
 	for _, k := range envNames {
 		t.Setenv(k, "")
 	}
-	if _, err := readEnv(); !errors.Is(err, ErrNotLaunched) {
-		t.Errorf("empty environment: %v, want ErrNotLaunched", err)
+	if _, err := readEnv(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "must be started by its host") {
+		t.Errorf("empty environment: %v, want ErrConfig saying the plugin must be started by its host", err)
 	}
 	t.Setenv(envFD, "3")
 	t.Setenv(envCookie, "someone-else")
@@ -106,17 +106,17 @@ func TestPluginCheck(t *testing.T) {
 
 func TestConfigCheck(t *testing.T) {
 	for _, c := range []*Config{
-		{Path: "/bin/true"},   // no contract
-		{Contract: []byte{1}}, // neither path nor address
-		{Contract: []byte{1}, Path: "x", StopTimeout: -1},
+		{},                             // neither path nor address
+		{Path: "x", StopTimeout: -1},   // negative budget
+		{Path: "x", HealthTimeout: -1}, // negative timeout
 	} {
 		if err := c.withDefaults().check(); !errors.Is(err, ErrConfig) {
 			t.Errorf("%+v: %v, want ErrConfig", c, err)
 		}
 	}
-	s := NewSession(&Config{Name: "nocontract", Path: "/bin/true"})
+	s := NewSession(&Config{Name: "nopath"})
 	if err := s.Start(t.Context()); !errors.Is(err, ErrConfig) {
-		t.Errorf("Start without a contract: %v, want ErrConfig", err)
+		t.Errorf("Start without a path: %v, want ErrConfig", err)
 	}
 	if _, err := (&Registry{}).Add("x", nil); err != nil {
 		t.Errorf("Add with a nil config: %v", err)

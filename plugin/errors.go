@@ -12,13 +12,14 @@ import (
 // Sentinel errors, matched with errors.Is. Errors from the layers below keep
 // their own sentinels too (transport.ErrPeerGone, handshake.ErrContractMismatch,
 // handshake.ErrUnauthorized, transport.ErrTimeout...).
+// errNotLaunched is Serve's error when the binary was run by hand.
+var errNotLaunched = fmt.Errorf("%w: this program is a ringwire plugin and must be started by its host "+
+	"(or run with RINGWIRE_CONNECT or RINGWIRE_LISTEN set)", ErrConfig)
+
 var (
-	// ErrNotLaunched: Serve found none of the environment a host sets (the
-	// binary was run by hand).
-	ErrNotLaunched = errors.New("plugin: this program is a ringwire plugin and must be started by its host " +
-		"(or run with RINGWIRE_CONNECT or RINGWIRE_LISTEN set)")
-	// ErrConfig: a Config, ListenConfig, Plugin or environment variable is
-	// unusable.
+	// ErrConfig: a Config, Plugin or environment variable is unusable,
+	// the plugin binary cannot be read, or Serve found none of the
+	// environment a host sets (the binary was run by hand).
 	ErrConfig = errors.New("plugin: invalid configuration")
 	// ErrUnsupported: the operation needs a facility this system lacks. It
 	// also matches errors.ErrUnsupported.
@@ -49,9 +50,6 @@ var (
 	// errors also match ErrPeerGone. A plugin that does this is broken or
 	// hostile.
 	ErrCorrupt = errors.New("plugin: corrupt data from the plugin")
-	// ErrIntegrity: the plugin binary does not have the SHA-256 that
-	// Config.SHA256 requires (or cannot be read to check it).
-	ErrIntegrity = errors.New("plugin: binary integrity check failed")
 	// ErrContractMismatch: host and plugin do not agree on what the plugin
 	// serves (another service, a version the host does not accept, a
 	// method missing or with another signature, or unequal contract

@@ -122,7 +122,7 @@ func TestUserErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Stop(ctx)
-		waitState(t, s, plugin.StateFailed, 10*time.Second)
+		waitState(t, s, "failed", 10*time.Second)
 		_, err := s.Call(ctx, "echo", nil)
 		checkErr(t, "call", err, `plugin "crash": unavailable: gave up after 1 restart in a row: process exited \(pid \d+, exit status 3\)`,
 			[]error{plugin.ErrUnavailable, plugin.ErrExited})
@@ -138,7 +138,6 @@ func TestUserErrors(t *testing.T) {
 	})
 	t.Run("wrapped remote error", func(t *testing.T) {
 		cfg := pluginConfig("wraps")
-		cfg.Contract = rpc.Contract([]string{"wrapped"}, nil)
 		c, err := plugin.Launch(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -187,13 +186,13 @@ func TestBinaryChecksum(t *testing.T) {
 	bad[0] ^= 1
 	cfg.SHA256 = bad
 	_, err = plugin.Launch(ctx, cfg)
-	checkErr(t, "wrong checksum", err, `plugin "echo": .* has SHA-256 [0-9a-f]{64}, the host requires [0-9a-f]{64}`, []error{plugin.ErrIntegrity})
+	checkErr(t, "wrong checksum", err, `plugin "echo": .* has SHA-256 [0-9a-f]{64}, the host requires [0-9a-f]{64}`, []error{plugin.ErrUnauthorized})
 
 	cfg = pluginConfig("echo")
 	cfg.Path = filepath.Join(t.TempDir(), "missing")
 	cfg.SHA256 = sum
 	_, err = plugin.Launch(ctx, cfg)
-	checkErr(t, "missing binary", err, `plugin "echo": cannot check the binary: open .*missing: no such file or directory`, []error{plugin.ErrIntegrity, os.ErrNotExist})
+	checkErr(t, "missing binary", err, `plugin "echo": cannot check the binary: open .*missing: no such file or directory`, []error{plugin.ErrConfig, os.ErrNotExist})
 }
 
 func mustAbs(t *testing.T, p string) string {

@@ -24,7 +24,7 @@ func ExampleServe() {
 	mux.Handle("echo", func(_ context.Context, req []byte) ([]byte, error) {
 		return bytes.Clone(req), nil
 	})
-	err := plugin.Serve(&plugin.Plugin{
+	err := plugin.Serve(context.Background(), &plugin.Plugin{
 		Name:        "echo",
 		Version:     "1.0.0",
 		Description: "echoes what it gets",
@@ -33,7 +33,7 @@ func ExampleServe() {
 	})
 	// Started by a host, Serve returns when the host goes away. Run by hand,
 	// as here, it explains itself at once instead of waiting.
-	fmt.Println(errors.Is(err, plugin.ErrNotLaunched))
+	fmt.Println(errors.Is(err, plugin.ErrConfig))
 	// Output: true
 }
 
@@ -44,10 +44,9 @@ func ExampleLaunch() {
 		Name: "echo",
 		// The plugin binary: here this test binary, which serves as the
 		// echo plugin of main_linux_test.go when its role is set.
-		Path:     os.Args[0],
-		Env:      childEnv("echo"),
-		Contract: echoContract, // the Contract of the plugin's Mux
-		Logger:   slog.New(slog.DiscardHandler),
+		Path:   os.Args[0],
+		Env:    childEnv("echo"),
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -70,10 +69,9 @@ func ExampleRegistry() {
 	var r plugin.Registry
 	for _, name := range []string{"first", "second"} {
 		if _, err := r.Add(name, &plugin.Config{
-			Path:     os.Args[0], // this test binary as the echo plugin
-			Env:      childEnv("echo"),
-			Contract: echoContract,
-			Logger:   slog.New(slog.DiscardHandler),
+			Path:   os.Args[0], // this test binary as the echo plugin
+			Env:    childEnv("echo"),
+			Logger: slog.New(slog.DiscardHandler),
 		}); err != nil {
 			log.Fatal(err)
 		}
@@ -128,7 +126,6 @@ func ExampleConfig_intercept() {
 	ctx := context.Background()
 	c, err := plugin.Launch(ctx, &plugin.Config{
 		Name: "echo", Path: os.Args[0], Env: childEnv("echo"), // this test binary as the echo plugin
-		Contract:  echoContract,
 		Intercept: []plugin.ClientInterceptor{latency},
 		Logger:    slog.New(slog.DiscardHandler),
 	})
@@ -163,9 +160,8 @@ func ExampleWithCallback() {
 	})
 	c, err := plugin.Launch(ctx, &plugin.Config{
 		Name: "echo", Path: os.Args[0], Env: childEnv("echo"),
-		Contract: echoContract,
-		Mux:      host,
-		Logger:   slog.New(slog.DiscardHandler),
+		Mux:    host,
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -201,8 +197,7 @@ func ExampleClient_New() {
 	ctx := context.Background()
 	c, err := plugin.Launch(ctx, &plugin.Config{
 		Name: "echo", Path: os.Args[0], Env: childEnv("echo"),
-		Contract: echoContract,
-		Logger:   slog.New(slog.DiscardHandler),
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -132,6 +132,16 @@ func stopExternal(t *testing.T, c *plugin.Client, p *extProc) {
 	}
 }
 
+// connectEnv is the environment that makes an external plugin connect to l
+// (with TestExternalUnix's token on a Unix socket).
+func connectEnv(l *plugin.Listener, bundle []byte) []string {
+	var token []byte
+	if l.Addr().Network() == "unix" {
+		token = []byte("secret-token")
+	}
+	return plugin.ConnectEnv(l.Addr().Network(), l.Addr().String(), token, bundle)
+}
+
 func acceptCtx(t *testing.T, l *plugin.Listener, d time.Duration) (*plugin.Client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -140,8 +150,8 @@ func acceptCtx(t *testing.T, l *plugin.Listener, d time.Duration) (*plugin.Clien
 
 func TestExternalUnix(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "host.sock")
-	l, err := plugin.Listen("unix", sock, &plugin.ListenConfig{
-		Contract: echoContract, Token: []byte("secret-token"), Mux: hostMux(nil), Logger: childOutput,
+	l, err := plugin.Listen("unix", sock, &plugin.Config{
+		Transport: transport.Config{Token: []byte("secret-token")}, Mux: hostMux(nil), Logger: childOutput,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +164,7 @@ func TestExternalUnix(t *testing.T) {
 		t.Errorf("plugin with a wrong token: exit %v, stderr %q", err, bad.stderr.String())
 	}
 
-	p := startExternal(t, l.ConnectEnv(nil)...)
+	p := startExternal(t, connectEnv(l, nil)...)
 	c, err := acceptCtx(t, l, 10*time.Second)
 	if err != nil {
 		t.Fatalf("Accept: %v; stderr: %s", err, p.stderr.String())
@@ -175,8 +185,8 @@ func TestExternalTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := plugin.Listen("tcp", "127.0.0.1:0", &plugin.ListenConfig{
-		Contract: echoContract, Mux: hostMux(nil), Transport: transport.Config{TLS: srv}, Logger: childOutput,
+	l, err := plugin.Listen("tcp", "127.0.0.1:0", &plugin.Config{
+		Mux: hostMux(nil), Transport: transport.Config{TLS: srv}, Logger: childOutput,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +202,7 @@ func TestExternalTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	intruder := startExternal(t, l.ConnectEnv(foreign)...)
+	intruder := startExternal(t, connectEnv(l, foreign)...)
 	if err := intruder.wait(10 * time.Second); err == nil {
 		t.Errorf("plugin with a foreign certificate exited 0; stderr %q", intruder.stderr.String())
 	}
@@ -213,7 +223,7 @@ func TestExternalTCP(t *testing.T) {
 	foreignTLS.RootCAs = trusting.RootCAs
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = transport.Dial(ctx, "tcp", l.Addr().String(), &transport.Config{Contract: echoContract, Logger: childOutput,
+	_, err = transport.Dial(ctx, "tcp", l.Addr().String(), &transport.Config{Logger: childOutput,
 		TLS: foreignTLS})
 	if !errors.Is(err, negotiate.ErrUnauthorized) {
 		t.Errorf("dial with a foreign client certificate: %v, want ErrUnauthorized", err)
@@ -231,7 +241,7 @@ func TestExternalTCP(t *testing.T) {
 	if err := os.WriteFile(path, bundle, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startExternal(t, append(l.ConnectEnv(nil), "RINGWIRE_TLS_BUNDLE="+path)...)
+	p := startExternal(t, append(connectEnv(l, nil), "RINGWIRE_TLS_BUNDLE="+path)...)
 	c, err := acceptCtx(t, l, 10*time.Second)
 	if err != nil {
 		t.Fatalf("Accept: %v; stderr: %s", err, p.stderr.String())
@@ -254,8 +264,8 @@ func TestExternalTCP(t *testing.T) {
 // Plugin.Transport: plaintext TCP (no bundle), and only ZSTD among the
 // listener's compressions.
 func TestExternalTCPPlaintext(t *testing.T) {
-	l, err := plugin.Listen("tcp", "127.0.0.1:0", &plugin.ListenConfig{
-		Contract: echoContract, Mux: hostMux(nil), Logger: childOutput,
+	l, err := plugin.Listen("tcp", "127.0.0.1:0", &plugin.Config{
+		Mux: hostMux(nil), Logger: childOutput,
 		Transport: transport.Config{InsecurePlaintextTCP: true,
 			Compressions: []negotiate.Compression{negotiate.CompressionLZ4, negotiate.CompressionZstd}},
 	})
@@ -263,7 +273,7 @@ func TestExternalTCPPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	p := startExternal(t, append(l.ConnectEnv(nil), roleEnv+"=plainzstd")...)
+	p := startExternal(t, append(connectEnv(l, nil), roleEnv+"=plainzstd")...)
 	c, err := acceptCtx(t, l, 10*time.Second)
 	if err != nil {
 		t.Fatalf("Accept: %v; stderr: %s", err, p.stderr.String())
@@ -307,7 +317,7 @@ func TestRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &plugin.Config{Name: "remote", Contract: echoContract, Mux: hostMux(nil),
+	cfg := &plugin.Config{Name: "remote", Mux: hostMux(nil),
 		Transport: transport.Config{TLS: cli}, Logger: childOutput}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -341,7 +351,7 @@ func TestRemote(t *testing.T) {
 	}
 	// Another contract is refused too.
 	otherCfg := *cfg
-	otherCfg.Contract = []byte("another contract")
+	otherCfg.Service = otherService
 	if _, err := plugin.Connect(ctx, "tcp", addr, &otherCfg); !errors.Is(err, negotiate.ErrContractMismatch) {
 		t.Errorf("Connect with another contract: %v, want ErrContractMismatch", err)
 	}
@@ -367,7 +377,7 @@ func TestSessionRemoteReconnect(t *testing.T) {
 	p := startExternal(t, plugin.ListenEnv("tcp", "127.0.0.1:0", nil, server)...)
 	addr := listening(t, p)
 	cli, _ := ca.ClientConfig("host", "127.0.0.1")
-	s := startSession(t, &plugin.Config{Name: "remote", Address: addr, Contract: echoContract,
+	s := startSession(t, &plugin.Config{Name: "remote", Address: addr,
 		Transport: transport.Config{TLS: cli}, Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		MaxRestarts: 100, HealthInterval: 50 * time.Millisecond, Logger: childOutput})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -375,17 +385,17 @@ func TestSessionRemoteReconnect(t *testing.T) {
 	if out, err := s.Call(ctx, "echo", []byte("1")); err != nil || string(out) != "1" {
 		t.Fatalf("call: %q, %v", out, err)
 	}
-	if st := s.Status(); st.PID != -1 || st.State != plugin.StateReady {
+	if st := s.Status(); st.PID != -1 || st.State != "ready" {
 		t.Errorf("status %+v", st)
 	}
 
 	p.cmd.Process.Kill()
 	p.wait(5 * time.Second)
-	waitState(t, s, plugin.StateRestarting, 5*time.Second)
+	waitState(t, s, "restarting", 5*time.Second)
 	time.Sleep(150 * time.Millisecond) // a few failed reconnections
 	p2 := startExternal(t, plugin.ListenEnv("tcp", addr, nil, server)...)
 	listening(t, p2)
-	st := waitState(t, s, plugin.StateReady, 10*time.Second)
+	st := waitState(t, s, "ready", 10*time.Second)
 	if st.Restarts < 2 {
 		t.Errorf("restarts %d, want some failed attempts before the plugin came back", st.Restarts)
 	}

@@ -89,7 +89,7 @@ func TestIdleCostsNoCPU(t *testing.T) {
 	if host+plug >= 50*time.Millisecond {
 		t.Fatalf("idle for 1s cost %v of CPU (host %v, plugin %v), want < 50ms", host+plug, host, plug)
 	}
-	if st := s.Status(); st.State != plugin.StateReady {
+	if st := s.Status(); st.State != "ready" {
 		t.Fatalf("state %v after idling, want ready", st.State)
 	}
 }

@@ -90,7 +90,7 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 			conn.Close()
 		}
 	} else {
-		err = hint(err, c.Service != nil)
+		err = hint(err)
 	}
 	if err != nil {
 		live.end()

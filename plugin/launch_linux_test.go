@@ -78,7 +78,9 @@ func TestLaunchEchoAndMetadata(t *testing.T) {
 func TestLaunchContractMismatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := plugin.Launch(ctx, pluginConfig("othercontract"))
+	cfg := pluginConfig("echo")
+	cfg.Service = otherService
+	_, err := plugin.Launch(ctx, cfg)
 	t.Log(err)
 	if !errors.Is(err, negotiate.ErrContractMismatch) {
 		t.Fatalf("Launch of a plugin with another contract: %v, want ErrContractMismatch", err)

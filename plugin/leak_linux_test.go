@@ -41,7 +41,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Kill(s.Status().PID, syscall.SIGKILL)
-	waitFor(5*time.Second, func() bool { st := s.Status(); return st.Restarts == 1 && st.State == plugin.StateReady })
+	waitFor(5*time.Second, func() bool { st := s.Status(); return st.Restarts == 1 && st.State == "ready" })
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func startLive(t *testing.T, tr string, tweak func(*plugin.Config)) *liveRig {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg = &plugin.Config{Name: "remote", Address: addr, Contract: echoContract,
+		cfg = &plugin.Config{Name: "remote", Address: addr,
 			Transport: transport.Config{TLS: cli}, StopTimeout: 2 * time.Second}
 		r.remote, want = true, transport.KindTCP
 	default:
@@ -239,7 +239,7 @@ func TestLiveSessionStopped(t *testing.T) {
 				if r.remote {
 					return st.Restarts >= 1
 				}
-				return st.Restarts >= 1 && st.State == plugin.StateReady
+				return st.Restarts >= 1 && st.State == "ready"
 			}
 			ok := waitFor(bound+4*time.Second, replaced)
 			took := time.Since(stopped)
@@ -269,7 +269,7 @@ func TestLiveSessionStopped(t *testing.T) {
 			}
 			if r.remote {
 				r.signal(t, syscall.SIGCONT)
-				waitState(t, r.s, plugin.StateReady, 10*time.Second)
+				waitState(t, r.s, "ready", 10*time.Second)
 			} else if !waitGone(first, 5*time.Second) {
 				t.Errorf("the stopped plugin %d is still there", first)
 			}
@@ -347,7 +347,7 @@ func TestLiveSessionStopWhileStopped(t *testing.T) {
 			if took > deadline+margin {
 				t.Errorf("Stop returned %v after it was called, want within %v + %v", took.Round(time.Millisecond), deadline, margin)
 			}
-			if st := r.s.Status(); st.State != plugin.StateStopped {
+			if st := r.s.Status(); st.State != "stopped" {
 				t.Errorf("state after Stop: %v", st.State)
 			}
 			if !r.remote && !waitGone(pid, 2*time.Second) {

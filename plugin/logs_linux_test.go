@@ -47,7 +47,6 @@ func TestPluginLogLevels(t *testing.T) {
 		t.Run(min.String(), func(t *testing.T) {
 			rec := newRecorder()
 			cfg := pluginConfig("logs")
-			cfg.Contract = rpc.Contract([]string{"log", "panic"}, nil)
 			cfg.Logger = slog.New(minLevel{rec, min})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()

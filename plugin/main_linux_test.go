@@ -56,12 +56,6 @@ var roles = map[string]func() int{
 		os.Setenv("RINGWIRE_PLUGIN_TOKEN", "not-the-token")
 		return serve(echoPlugin())
 	},
-	// othercontract serves another interface.
-	"othercontract": func() int {
-		p := echoPlugin()
-		p.Schema = []byte("v2")
-		return serve(p)
-	},
 	// crash serves, then exits with status 3 after crashEnv.
 	"crash": func() int {
 		d, _ := time.ParseDuration(os.Getenv(crashEnv))
@@ -80,8 +74,8 @@ var roles = map[string]func() int{
 	},
 	// stubborn ignores SIGTERM and outlives its connection.
 	"stubborn": func() int {
-		signal.Ignore(syscall.SIGTERM)
-		_ = plugin.ServeContext(context.Background(), echoPlugin())
+		_ = plugin.Serve(context.Background(), echoPlugin())
+		signal.Ignore(syscall.SIGTERM) // once its connection has ended
 		for {
 			time.Sleep(time.Hour)
 		}
@@ -104,7 +98,7 @@ var roles = map[string]func() int{
 }
 
 func serve(p *plugin.Plugin) int {
-	if err := plugin.Serve(p); err != nil {
+	if err := plugin.Serve(context.Background(), p); err != nil {
 		fmt.Fprintln(os.Stderr, "plugin:", err)
 		return 1
 	}
@@ -228,8 +222,9 @@ func echoPlugin() *plugin.Plugin {
 	}
 }
 
-// echoContract is what a host expects of the test plugins.
-var echoContract = echoMux().Contract()
+// otherService is a service no test plugin serves: a host that needs it
+// refuses every one of them.
+var otherService = plugin.NewService("other", "1.0.0")
 
 // pluginConfig launches the test binary in role.
 func pluginConfig(role string, env ...string) *plugin.Config {
@@ -238,7 +233,6 @@ func pluginConfig(role string, env ...string) *plugin.Config {
 		Path:         os.Args[0],
 		Args:         []string{"-test.run=^$"},
 		Env:          childEnv(role, env...),
-		Contract:     echoContract,
 		StartTimeout: 10 * time.Second,
 		StopTimeout:  2 * time.Second,
 		Logger:       childOutput,

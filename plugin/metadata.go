@@ -2,9 +2,9 @@ package plugin
 
 import (
 	"maps"
+	"slices"
 	"strings"
 
-	"github.com/ringwire/ringwire/internal/rpc"
 	"github.com/ringwire/ringwire/internal/transport"
 )
 
@@ -24,9 +24,10 @@ type Info struct {
 	Constants map[string]string
 	// Service and ServiceVersion name the service the plugin declares
 	// (Plugin.Service), and Methods lists every method it serves with its
-	// signature; all empty for a plugin that declares no service.
+	// signature, as "name(request codec -> reply codec)", in name order;
+	// all empty for a plugin that declares no service.
 	Service, ServiceVersion string
-	Methods                 []rpc.MethodInfo
+	Methods                 []string
 	// Transport is what the handshake negotiated (shared memory, Unix or
 	// TCP, TLS, compression) and the raw declaration of the peer.
 	Transport transport.Info
@@ -45,7 +46,11 @@ func infoFrom(t transport.Info) Info {
 		}
 	}
 	if d, ok, err := readDeclaration(t.Peer.Constants, servesKey); ok && err == nil {
-		in.Service, in.ServiceVersion, in.Methods = d.name, d.version, d.methods
+		in.Service, in.ServiceVersion = d.name, d.version
+		for _, m := range d.methods {
+			in.Methods = append(in.Methods, m.String())
+		}
+		slices.Sort(in.Methods)
 	}
 	return in
 }

@@ -27,13 +27,9 @@ type Plugin struct {
 	// that Mux serves every one of its methods, and declares the service
 	// and all the methods of Mux in the handshake, so that hosts built
 	// against this version of the service or an older one with the same
-	// major version accept it (see Config.Service). Schema is then unused.
+	// major version accept it (see Config.Service). Without it the plugin
+	// declares no service, and only hosts that need none accept it.
 	Service *rpc.Service
-	// Schema, if not empty, is mixed into the contract hash: the host's
-	// Config.Contract must be Mux.Contract(Schema) (or Mux.Contract of
-	// the same method and type names and the same Schema); without it,
-	// Mux.Contract().
-	Schema []byte
 	// Logger receives the plugin runtime's messages (nil: slog.Default()).
 	// In a launched plugin, whatever it writes to stdout or stderr ends up in
 	// the host's log.
@@ -66,15 +62,6 @@ func (p *Plugin) mux() *rpc.Mux {
 	return p.empty
 }
 
-// Contract is the contract hash the plugin presents in its handshake; a
-// host's Config.Contract must equal it.
-func (p *Plugin) Contract() []byte {
-	if len(p.Schema) > 0 {
-		return p.mux().Contract(p.Schema)
-	}
-	return p.mux().Contract()
-}
-
 // check validates what the plugin declares.
 func (p *Plugin) check() error {
 	if p == nil {
@@ -89,7 +76,7 @@ func (p *Plugin) check() error {
 		return fmt.Errorf("%w: description of %d bytes (at most %d)", ErrConfig, len(p.Description), handshake.MaxConstantValue)
 	}
 	if p.Service != nil {
-		if err := p.Service.Check(p.mux()); err != nil {
+		if err := rpc.CheckServed(p.Service, p.mux()); err != nil {
 			return fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
@@ -100,14 +87,13 @@ func (p *Plugin) check() error {
 func (p *Plugin) transportConfig(token []byte) *transport.Config {
 	c := p.Transport
 	c.Name, c.Version, c.Constants = p.Name, p.Version, p.constants()
-	c.Contract, c.Token, c.Logger = p.Contract(), token, p.logger()
+	c.Contract, c.Token, c.Logger = serviceContract, token, p.logger()
 	if p.Service != nil {
 		if c.Constants == nil {
 			c.Constants = map[string]string{}
 		}
 		c.Constants[serviceKey] = p.Service.Name() + " " + p.Service.Version()
 		putTable(c.Constants, servesKey, rpc.InfosOf(p.mux()))
-		c.Contract = serviceContract
 	}
 	return &c
 }

@@ -37,7 +37,7 @@ func TestRegistryOrder(t *testing.T) {
 		t.Fatalf("StartAll: %v", err)
 	}
 	for name, st := range r.Statuses() {
-		if st.State != plugin.StateReady || st.PID <= 0 {
+		if st.State != "ready" || st.PID <= 0 {
 			t.Errorf("%s: %+v", name, st)
 		}
 	}
@@ -74,7 +74,9 @@ func TestRegistryErrors(t *testing.T) {
 	}
 	mustAdd("missing", missing)
 	mustAdd("good", pluginConfig("echo"))
-	mustAdd("mismatch", pluginConfig("othercontract"))
+	mismatch := pluginConfig("echo")
+	mismatch.Service = otherService
+	mustAdd("mismatch", mismatch)
 	stubborn := func() *plugin.Config {
 		c := pluginConfig("stubborn")
 		c.StopTimeout = 150 * time.Millisecond
@@ -95,9 +97,9 @@ func TestRegistryErrors(t *testing.T) {
 		t.Errorf("errors not in insertion order: %v", err)
 	}
 	sts := r.Statuses()
-	for name, want := range map[string]plugin.State{
-		"missing": plugin.StateFailed, "good": plugin.StateReady, "mismatch": plugin.StateFailed,
-		"stubborn1": plugin.StateReady, "stubborn2": plugin.StateReady,
+	for name, want := range map[string]string{
+		"missing": "failed", "good": "ready", "mismatch": "failed",
+		"stubborn1": "ready", "stubborn2": "ready",
 	} {
 		if sts[name].State != want {
 			t.Errorf("%s: %v (%v), want %v", name, sts[name].State, sts[name].LastErr, want)
@@ -116,7 +118,7 @@ func TestRegistryErrors(t *testing.T) {
 		t.Errorf("stop errors not in reverse order: %v", err)
 	}
 	for name, st := range r.Statuses() {
-		if st.State != plugin.StateStopped {
+		if st.State != "stopped" {
 			t.Errorf("%s after StopAll: %v", name, st.State)
 		}
 	}

@@ -64,7 +64,7 @@ func readEnv() (serveEnv, error) {
 		e.mode = modeListen
 		e.network, e.addr, err = parseAddress(envListen, listen)
 	default:
-		return e, ErrNotLaunched
+		return e, errNotLaunched
 	}
 	if err != nil {
 		return e, err
@@ -86,19 +86,24 @@ func readEnv() (serveEnv, error) {
 // a terminal's Ctrl-C reaches the whole process group, and the host decides
 // when its plugins stop.
 //
+// Serve also stops gracefully when ctx ends. In launched mode it removes the
+// launch variables from the process's environment once read, so the
+// plugin's own children do not inherit them.
+//
 // Serve returns nil when the host closed the connection, went away, or a
-// signal asked the plugin to stop; an error when it could not reach or
-// authenticate to its host, and ErrNotLaunched when run by hand.
-func Serve(p *Plugin) error {
+// signal or ctx asked the plugin to stop; an error when it could not reach
+// or authenticate to its host, and one matching ErrConfig when the binary
+// was run by hand.
+func Serve(ctx context.Context, p *Plugin) error {
 	sigs := []os.Signal{syscall.SIGTERM}
 	if os.Getenv(envFD) != "" || os.Getenv(envCookie) != "" {
 		signal.Ignore(os.Interrupt)
 	} else {
 		sigs = append(sigs, os.Interrupt)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
+	ctx, stop := signal.NotifyContext(ctx, sigs...)
 	defer stop()
-	return ServeContext(ctx, p)
+	return serve(ctx, p)
 }
 
 // Main serves p (Serve) and exits the process: with status 0 when the host
@@ -106,17 +111,15 @@ func Serve(p *Plugin) error {
 // stderr otherwise (for instance when the binary is run by hand). It is the
 // whole body of a typical plugin's main function.
 func Main(p *Plugin) {
-	if err := Serve(p); err != nil {
+	if err := Serve(context.Background(), p); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", filepath.Base(os.Args[0]), err)
 		os.Exit(1)
 	}
 	os.Exit(0)
 }
 
-// ServeContext is Serve without signal handling: it stops gracefully when ctx
-// ends. In launched mode it removes the launch variables from the process's
-// environment once read, so the plugin's own children do not inherit them.
-func ServeContext(ctx context.Context, p *Plugin) error {
+// serve is Serve without its signal handling.
+func serve(ctx context.Context, p *Plugin) error {
 	if err := p.check(); err != nil {
 		return err
 	}
@@ -145,7 +148,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		}
 		conn, err := transport.Client(ctx, nc, cfg)
 		if err != nil {
-			return fmt.Errorf("plugin: handshake with the host: %w", hint(err, p.Service != nil))
+			return fmt.Errorf("plugin: handshake with the host: %w", hint(err))
 		}
 		return servePeer(ctx, p, conn)
 	case modeConnect:
@@ -156,7 +159,7 @@ func ServeContext(ctx context.Context, p *Plugin) error {
 		}
 		conn, err := transport.Dial(ctx, e.network, e.addr, cfg)
 		if err != nil {
-			return fmt.Errorf("plugin: connecting to the host at %s:%s: %w", e.network, e.addr, hint(err, p.Service != nil))
+			return fmt.Errorf("plugin: connecting to the host at %s:%s: %w", e.network, e.addr, hint(err))
 		}
 		log.Info("ringwire: plugin connected to its host", "network", e.network, "addr", e.addr)
 		return servePeer(ctx, p, conn)

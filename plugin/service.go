@@ -15,9 +15,9 @@ import (
 
 // Services and contracts that evolve.
 //
-// A plugin that sets Plugin.Service, and a host that sets Config.Service,
-// present one fixed contract in the handshake (serviceContract) and declare
-// their methods in its constants instead:
+// Hosts and plugins present one fixed contract in the handshake
+// (serviceContract). A plugin that sets Plugin.Service, and a host that sets
+// Config.Service, declare their methods in its constants:
 //
 //	ringwire.service     "name version" of the service (both sides)
 //	ringwire.versions    the plugin versions the host accepts (host)
@@ -27,8 +27,8 @@ import (
 // Both sides then reach the same verdict (compatible): the host works with
 // any plugin of the same service, at a version it accepts, that serves every
 // method it needs with the same signature, whatever else the plugin serves.
-// A side that presents a plain contract hash (Config.Contract,
-// Plugin.Schema) still needs an equal one.
+// A host without a Service needs nothing; a host with one refuses a plugin
+// that declares none.
 
 // serviceContract is the contract hash both sides present when they declare
 // services.
@@ -223,6 +223,7 @@ func parseVersion(s string) ([3]int, error) {
 
 // declare adds the host's service declaration, if any, to t.
 func (c *Config) declare(t *transport.Config) {
+	t.Contract = serviceContract
 	if c.Service == nil {
 		return
 	}
@@ -236,7 +237,6 @@ func (c *Config) declare(t *transport.Config) {
 	}
 	putTable(consts, needsKey, rpc.MethodsOf(c.Service))
 	t.Constants = consts
-	t.Contract = serviceContract
 }
 
 // admit is the host's verdict on a plugin whose handshake gave info.
@@ -272,11 +272,12 @@ func (p *Plugin) declaration() declaration {
 	return declaration{name: p.Service.Name(), version: p.Service.Version(), methods: rpc.InfosOf(p.mux())}
 }
 
-// hint explains a contract mismatch that the handshake found, where one
-// side declares a service and the other presents a plain contract hash.
-func hint(err error, declares bool) error {
-	if err == nil || !declares || !errors.Is(err, ErrContractMismatch) {
+// hint explains a contract mismatch that the handshake itself found: the
+// other side presented another contract hash than serviceContract, so it is
+// not a plugin runtime of this protocol.
+func hint(err error) error {
+	if err == nil || !errors.Is(err, ErrContractMismatch) {
 		return err
 	}
-	return fmt.Errorf("%w (this side declares a service, the other presents a plain contract hash: set Service on both, or Contract on both)", err)
+	return fmt.Errorf("%w (the other side is not a ringwire plugin or host of this version: rebuild it with this one)", err)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/internal/transport"
 	"github.com/ringwire/ringwire/plugin"
 )
 
@@ -82,7 +83,7 @@ func textPlugin(version string, shout bool) *plugin.Plugin {
 // textConfig launches role for a host that needs svc.
 func textConfig(role string, svc *rpc.Service, env ...string) *plugin.Config {
 	cfg := pluginConfig(role, env...)
-	cfg.Contract, cfg.Service = nil, svc
+	cfg.Service = svc
 	return cfg
 }
 
@@ -101,12 +102,8 @@ func TestServiceSuperset(t *testing.T) {
 		t.Errorf("Info: service %q %q, methods %v; want text 1.2.0 and 3 methods", in.Service, in.ServiceVersion, in.Methods)
 	}
 	want := "greet(json:plugin_test.greeting -> json:plugin_test.greeting) shout(raw -> raw) upper(raw -> raw)"
-	var got []string
-	for _, m := range in.Methods {
-		got = append(got, m.String())
-	}
-	if strings.Join(got, " ") != want {
-		t.Errorf("Info.Methods = %s\nwant %s", strings.Join(got, " "), want)
+	if got := strings.Join(in.Methods, " "); got != want {
+		t.Errorf("Info.Methods = %s\nwant %s", got, want)
 	}
 	for k := range in.Constants {
 		if strings.HasPrefix(k, "ringwire.") {
@@ -133,6 +130,30 @@ func TestServiceSuperset(t *testing.T) {
 	}
 }
 
+// TestForeignContract: a peer whose handshake presents another contract
+// than the plugin runtime's is not a plugin of this version, and the error
+// says so.
+func TestForeignContract(t *testing.T) {
+	l, err := transport.Listen("tcp", "127.0.0.1:0", &transport.Config{Contract: []byte("foreign"), InsecurePlaintextTCP: true, Logger: childOutput})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := plugin.Connect(ctx, "tcp", l.Addr().String(), &plugin.Config{Name: "foreign", Logger: childOutput,
+		Transport: transport.Config{InsecurePlaintextTCP: true}})
+	if err == nil {
+		c.Close()
+		t.Fatal("Connect succeeded")
+	}
+	want := `plugin "foreign": connect: negotiate: contract mismatch`
+	hint := "(the other side is not a ringwire plugin or host of this version: rebuild it with this one)"
+	if !errors.Is(err, plugin.ErrContractMismatch) || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), hint) {
+		t.Errorf("Connect = %v\nwant ErrContractMismatch, starting %q and ending %q", err, want, hint)
+	}
+}
+
 func TestServiceMismatch(t *testing.T) {
 	for _, c := range []struct {
 		name, role string
@@ -150,8 +171,8 @@ func TestServiceMismatch(t *testing.T) {
 			`contract mismatch: the host needs service "text", the plugin serves "math"`},
 		{"signature", "textsig", textV11, "",
 			"contract mismatch: the plugin (text 1.1.0) does not serve what the host (text 1.1.0) needs: other signature: upper (host raw -> raw, plugin json:plugin_test.greeting -> raw)"},
-		{"plain contract", "echo", textV11, "",
-			"(this side declares a service, the other presents a plain contract hash: set Service on both, or Contract on both)"},
+		{"no service", "echo", textV11, "",
+			"contract mismatch: the plugin declares no service (the host needs text 1.1.0)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -178,9 +199,9 @@ func TestServiceMismatch(t *testing.T) {
 func TestServiceUnimplemented(t *testing.T) {
 	p := textPlugin("1.2.0", false)
 	p.Service = textV12
-	err := plugin.ServeContext(context.Background(), p)
+	err := plugin.Serve(context.Background(), p)
 	if !errors.Is(err, plugin.ErrConfig) || !strings.Contains(err.Error(), "service text 1.2.0: no handler for shout") {
-		t.Errorf("ServeContext = %v, want ErrConfig naming the missing handler", err)
+		t.Errorf("Serve = %v, want ErrConfig naming the missing handler", err)
 	}
 }
 
@@ -199,7 +220,7 @@ func TestSessionPermanentRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop(ctx)
-	st := waitState(t, s, plugin.StateFailed, 15*time.Second)
+	st := waitState(t, s, "failed", 15*time.Second)
 	if st.Restarts != 1 {
 		t.Errorf("%d restarts, want 1 (the refusal is not retried)", st.Restarts)
 	}

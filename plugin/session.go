@@ -29,7 +29,7 @@ type Session struct {
 	log *slog.Logger
 
 	mu          sync.Mutex
-	state       State
+	state       state
 	cur         *Client
 	started     time.Time
 	restarts    int // restart attempts since Start
@@ -58,7 +58,7 @@ func (s *Session) name() string { return s.cfg.Name }
 
 // setState records a state change, logs it and wakes the waiters. s.mu is
 // held.
-func (s *Session) setState(st State) {
+func (s *Session) setState(st state) {
 	old := s.state
 	if old == st {
 		return
@@ -67,7 +67,7 @@ func (s *Session) setState(st State) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	switch st {
-	case StateUnhealthy, StateRestarting, StateFailed:
+	case stateUnhealthy, stateRestarting, stateFailed:
 		s.log.Warn("ringwire: plugin state", "state", st.String(), "from", old.String(), "err", s.lastErr)
 	default:
 		s.log.Info("ringwire: plugin state", "state", st.String(), "from", old.String())
@@ -84,7 +84,7 @@ func (s *Session) Start(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	switch s.state {
-	case StateIdle, StateStopped, StateFailed:
+	case stateIdle, stateStopped, stateFailed:
 	default:
 		st := s.state
 		s.mu.Unlock()
@@ -97,7 +97,7 @@ func (s *Session) Start(ctx context.Context) error {
 	s.stop, s.cancelRun, s.runDone = make(chan struct{}), cancelRun, make(chan struct{})
 	s.restarts, s.consecutive, s.lastErr = 0, 0, nil
 	stop, runDone := s.stop, s.runDone
-	s.setState(StateStarting)
+	s.setState(stateStarting)
 	s.mu.Unlock()
 
 	lctx, cancel := context.WithCancel(ctx)
@@ -109,15 +109,15 @@ func (s *Session) Start(ctx context.Context) error {
 	defer s.mu.Unlock()
 	if err != nil {
 		s.lastErr = err
-		if s.state == StateStarting {
-			s.setState(StateFailed)
+		if s.state == stateStarting {
+			s.setState(stateFailed)
 		}
 		close(runDone)
 		return err
 	}
 	s.cur, s.started = c, c.started
-	if s.state == StateStarting {
-		s.setState(StateReady)
+	if s.state == stateStarting {
+		s.setState(stateReady)
 	}
 	// Were Stop called meanwhile, the supervisor sees stop closed at once and
 	// Stop ends this instance gracefully.
@@ -184,8 +184,8 @@ func (s *Session) watch(c *Client, stop <-chan struct{}, runCtx context.Context)
 		if err == nil {
 			fails = 0
 			s.mu.Lock()
-			if s.state == StateUnhealthy {
-				s.setState(StateReady)
+			if s.state == stateUnhealthy {
+				s.setState(stateReady)
 			}
 			s.mu.Unlock()
 			continue
@@ -196,8 +196,8 @@ func (s *Session) watch(c *Client, stop <-chan struct{}, runCtx context.Context)
 		fails++
 		s.mu.Lock()
 		s.lastErr = fmt.Errorf("%w: ping %d of %d: %w", ErrUnhealthy, fails, s.cfg.HealthFailures, err)
-		if s.state == StateReady {
-			s.setState(StateUnhealthy)
+		if s.state == stateReady {
+			s.setState(stateUnhealthy)
 		}
 		s.mu.Unlock()
 		if fails >= s.cfg.HealthFailures {
@@ -238,7 +238,7 @@ func (s *Session) retire(c *Client, cause error) bool {
 	if s.cur == c {
 		s.cur = nil
 	}
-	if s.state == StateStopping {
+	if s.state == stateStopping {
 		return false
 	}
 	if !s.mayRestart(c) {
@@ -248,7 +248,7 @@ func (s *Session) retire(c *Client, cause error) bool {
 	if time.Since(c.started) >= s.cfg.MaxBackoff {
 		s.consecutive = 0 // it ran long enough: start the backoff over
 	}
-	s.setState(StateRestarting)
+	s.setState(stateRestarting)
 	return true
 }
 
@@ -259,7 +259,7 @@ func (s *Session) giveUp() {
 	} else {
 		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, s.lastErr, "unavailable: gave up after %d restart%s in a row", s.consecutive, plural(s.consecutive))
 	}
-	s.setState(StateFailed)
+	s.setState(stateFailed)
 }
 
 // restart starts new instances with backoff until one runs (returned), the
@@ -267,7 +267,7 @@ func (s *Session) giveUp() {
 func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client {
 	for {
 		s.mu.Lock()
-		if s.state == StateStopping {
+		if s.state == stateStopping {
 			s.mu.Unlock()
 			return nil
 		}
@@ -279,7 +279,7 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 		s.consecutive++
 		s.restarts++
 		n, delay := s.consecutive, s.cfg.backoff(s.consecutive)
-		s.setState(StateRestarting)
+		s.setState(stateRestarting)
 		s.mu.Unlock()
 		s.log.Info("ringwire: plugin restarting", "attempt", n, "backoff", delay)
 
@@ -295,7 +295,7 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 		if err != nil && permanent(err) {
 			// Another attempt would meet the same refusal.
 			s.lastErr = errorf(s.cfg.Name, ErrUnavailable, err, "unavailable: not restarted again, the refusal is permanent")
-			s.setState(StateFailed)
+			s.setState(stateFailed)
 			s.mu.Unlock()
 			s.log.Error("ringwire: plugin restart refused", "attempt", n, "err", err)
 			return nil
@@ -307,8 +307,8 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 			continue
 		}
 		s.cur, s.started = c, c.started
-		if s.state == StateRestarting {
-			s.setState(StateReady)
+		if s.state == stateRestarting {
+			s.setState(stateReady)
 		}
 		s.mu.Unlock()
 		return c
@@ -321,7 +321,7 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 // nil.
 func (s *Session) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	for s.state == StateStopping {
+	for s.state == stateStopping {
 		ch := s.changed
 		s.mu.Unlock()
 		select {
@@ -331,11 +331,11 @@ func (s *Session) Stop(ctx context.Context) error {
 		}
 		s.mu.Lock()
 	}
-	if s.state == StateIdle || s.state == StateStopped {
+	if s.state == stateIdle || s.state == stateStopped {
 		s.mu.Unlock()
 		return nil
 	}
-	s.setState(StateStopping)
+	s.setState(stateStopping)
 	close(s.stop)
 	s.cancelRun()
 	runDone := s.runDone
@@ -351,7 +351,7 @@ func (s *Session) Stop(ctx context.Context) error {
 		err = c.Stop(ctx)
 	}
 	s.mu.Lock()
-	s.setState(StateStopped)
+	s.setState(stateStopped)
 	s.mu.Unlock()
 	return err
 }
@@ -360,7 +360,7 @@ func (s *Session) Stop(ctx context.Context) error {
 func (s *Session) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{State: s.state, Started: s.started, Restarts: s.restarts, PID: -1, LastErr: s.lastErr}
+	st := Status{State: s.state.String(), Started: s.started, Restarts: s.restarts, PID: -1, LastErr: s.lastErr}
 	if s.cur != nil {
 		st.PID = s.cur.PID()
 	}
@@ -390,12 +390,12 @@ func (s *Session) client(ctx context.Context) (*Client, error) {
 		st, c, ch, last := s.state, s.cur, s.changed, s.lastErr
 		s.mu.Unlock()
 		switch st {
-		case StateReady, StateUnhealthy:
+		case stateReady, stateUnhealthy:
 			if c != nil {
 				return c, nil
 			}
-		case StateStarting, StateRestarting:
-		case StateFailed:
+		case stateStarting, stateRestarting:
+		case stateFailed:
 			if errors.Is(last, ErrUnavailable) {
 				return nil, last // it says why already
 			}
@@ -420,9 +420,9 @@ func (s *Session) callErr(c *Client, err error) error {
 	s.mu.Lock()
 	var restarted bool
 	switch {
-	case s.cur != nil && s.cur != c, s.state == StateRestarting:
+	case s.cur != nil && s.cur != c, s.state == stateRestarting:
 		restarted = true
-	case s.state == StateReady, s.state == StateUnhealthy:
+	case s.state == stateReady, s.state == stateUnhealthy:
 		restarted = s.mayRestart(c) // the supervisor has not noticed yet
 	}
 	s.mu.Unlock()

@@ -28,7 +28,7 @@ func startSession(t *testing.T, cfg *plugin.Config) *plugin.Session {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = s.Stop(ctx)
-		if st := s.Status(); st.State != plugin.StateStopped {
+		if st := s.Status(); st.State != "stopped" {
 			t.Errorf("after Stop: state %v", st.State)
 		}
 		if pid > 0 && !waitGone(pid, 5*time.Second) {
@@ -40,7 +40,7 @@ func startSession(t *testing.T, cfg *plugin.Config) *plugin.Session {
 }
 
 // waitState waits up to d for the session to reach st.
-func waitState(t *testing.T, s *plugin.Session, st plugin.State, d time.Duration) plugin.Status {
+func waitState(t *testing.T, s *plugin.Session, st string, d time.Duration) plugin.Status {
 	t.Helper()
 	if !waitFor(d, func() bool { return s.Status().State == st }) {
 		got := s.Status()
@@ -52,7 +52,7 @@ func waitState(t *testing.T, s *plugin.Session, st plugin.State, d time.Duration
 // waitRestarted waits up to d for the session to be ready after n restarts.
 func waitRestarted(t *testing.T, s *plugin.Session, n int, d time.Duration) plugin.Status {
 	t.Helper()
-	if !waitFor(d, func() bool { st := s.Status(); return st.Restarts >= n && st.State == plugin.StateReady }) {
+	if !waitFor(d, func() bool { st := s.Status(); return st.Restarts >= n && st.State == "ready" }) {
 		got := s.Status()
 		t.Fatalf("state %v, %d restarts (last error %v) after %v, want ready after %d", got.State, got.Restarts, got.LastErr, d, n)
 	}
@@ -71,7 +71,7 @@ func TestSessionKillMidCall(t *testing.T) {
 	cfg.Backoff = 10 * time.Millisecond
 	s := startSession(t, cfg)
 	first := s.Status()
-	if first.State != plugin.StateReady || first.PID <= 0 {
+	if first.State != "ready" || first.PID <= 0 {
 		t.Fatalf("after Start: %+v", first)
 	}
 
@@ -176,7 +176,7 @@ func TestSessionMaxRestarts(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	defer s.Stop(ctx)
-	st := waitState(t, s, plugin.StateFailed, 15*time.Second)
+	st := waitState(t, s, "failed", 15*time.Second)
 	if st.Restarts != 3 || st.PID != -1 {
 		t.Errorf("failed status: %+v, want 3 restarts and no PID", st)
 	}
@@ -211,7 +211,7 @@ func TestSessionMaxRestarts(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Errorf("Stop of a failed session: %v", err)
 	}
-	if st := s.Status(); st.State != plugin.StateStopped {
+	if st := s.Status(); st.State != "stopped" {
 		t.Errorf("after Stop: %v", st.State)
 	}
 }
@@ -223,7 +223,7 @@ func TestSessionCallWaitsForRestart(t *testing.T) {
 	s := startSession(t, cfg)
 	pid := s.Status().PID
 	syscall.Kill(pid, syscall.SIGKILL)
-	waitState(t, s, plugin.StateRestarting, 5*time.Second)
+	waitState(t, s, "restarting", 5*time.Second)
 
 	// A call whose deadline ends first fails with ErrUnavailable.
 	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -237,7 +237,7 @@ func TestSessionCallWaitsForRestart(t *testing.T) {
 	if err != nil || string(out) != "waited" {
 		t.Errorf("call during the restart: %q, %v", out, err)
 	}
-	if st := s.Status(); st.Restarts != 1 || st.State != plugin.StateReady {
+	if st := s.Status(); st.Restarts != 1 || st.State != "ready" {
 		t.Errorf("status %+v", st)
 	}
 }
@@ -267,7 +267,7 @@ func TestSessionNoRestart(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("call did not return")
 	}
-	st := waitState(t, s, plugin.StateFailed, 5*time.Second)
+	st := waitState(t, s, "failed", 5*time.Second)
 	if st.Restarts != 0 {
 		t.Errorf("restarts %d", st.Restarts)
 	}
@@ -332,7 +332,7 @@ func TestSessionCallsThroughRestarts(t *testing.T) {
 		}
 	}
 	t.Logf("calls: %d ok, %d failed with the plugin, %d unavailable; %d restarts", total.ok, total.gone, total.unavailable, s.Status().Restarts)
-	if st := s.Status(); st.Restarts != 3 || st.State != plugin.StateReady {
+	if st := s.Status(); st.Restarts != 3 || st.State != "ready" {
 		t.Errorf("status %+v", st)
 	}
 	if total.ok == 0 {
@@ -364,7 +364,7 @@ func TestSessionHandleAfterRestart(t *testing.T) {
 	}
 	if !waitFor(10*time.Second, func() bool {
 		st := s.Status()
-		return st.State == plugin.StateReady && st.PID != first.PID
+		return st.State == "ready" && st.PID != first.PID
 	}) {
 		t.Fatalf("not restarted: %+v", s.Status())
 	}

@@ -5,56 +5,68 @@ import (
 	"time"
 )
 
-// State is where a Session is in its life.
-type State int
+// state is where a Session is in its life; Status.State is its String.
+type state int
 
 const (
-	// StateIdle: not started yet.
-	StateIdle State = iota
-	// StateStarting: Start is launching (or connecting to) the plugin.
-	StateStarting
-	// StateReady: the plugin runs and answers its health pings.
-	StateReady
-	// StateUnhealthy: the last health ping failed; calls still go through.
-	StateUnhealthy
-	// StateRestarting: the plugin died or failed its health checks; a new
+	// stateIdle: not started yet.
+	stateIdle state = iota
+	// stateStarting: Start is launching (or connecting to) the plugin.
+	stateStarting
+	// stateReady: the plugin runs and answers its health pings.
+	stateReady
+	// stateUnhealthy: the last health ping failed; calls still go through.
+	stateUnhealthy
+	// stateRestarting: the plugin died or failed its health checks; a new
 	// instance is on its way (after the backoff delay).
-	StateRestarting
-	// StateStopping: Stop is draining and ending the plugin.
-	StateStopping
-	// StateStopped: Stop ended the plugin.
-	StateStopped
-	// StateFailed: the plugin could not be started, or died more often in a
+	stateRestarting
+	// stateStopping: Stop is draining and ending the plugin.
+	stateStopping
+	// stateStopped: Stop ended the plugin.
+	stateStopped
+	// stateFailed: the plugin could not be started, or died more often in a
 	// row than MaxRestarts allows; Status().LastErr says why. Start may be
 	// called again.
-	StateFailed
+	stateFailed
 )
 
-func (s State) String() string {
+func (s state) String() string {
 	switch s {
-	case StateIdle:
+	case stateIdle:
 		return "idle"
-	case StateStarting:
+	case stateStarting:
 		return "starting"
-	case StateReady:
+	case stateReady:
 		return "ready"
-	case StateUnhealthy:
+	case stateUnhealthy:
 		return "unhealthy"
-	case StateRestarting:
+	case stateRestarting:
 		return "restarting"
-	case StateStopping:
+	case stateStopping:
 		return "stopping"
-	case StateStopped:
+	case stateStopped:
 		return "stopped"
-	case StateFailed:
+	case stateFailed:
 		return "failed"
 	}
-	return fmt.Sprintf("State(%d)", int(s))
+	return fmt.Sprintf("state(%d)", int(s))
 }
 
 // Status is a snapshot of a Session.
 type Status struct {
-	State State
+	// State is where the Session is in its life:
+	//
+	//	"idle"        not started yet
+	//	"starting"    Start is launching (or connecting to) the plugin
+	//	"ready"       the plugin runs and answers its health pings
+	//	"unhealthy"   the last health ping failed; calls still go through
+	//	"restarting"  the plugin died or failed its health checks; a new
+	//	              instance is on its way (after the backoff delay)
+	//	"stopping"    Stop is draining and ending the plugin
+	//	"stopped"     Stop ended the plugin
+	//	"failed"      the plugin could not be started, or died more often in a
+	//	              row than MaxRestarts allows (LastErr says why)
+	State string
 	// Started is when the current (or last) instance started.
 	Started time.Time
 	// Restarts counts the restart attempts since Start.

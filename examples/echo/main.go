@@ -66,10 +66,9 @@ func run(n, size, big, callers int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	client, err := plugin.Launch(ctx, &plugin.Config{
-		Name:     "echo",
-		Path:     self,
-		Contract: echoPlugin().Contract(), // a shared definition in a real host
-		Logger:   log,
+		Name:   "echo",
+		Path:   self,
+		Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("launch: %w", err)

@@ -146,7 +146,6 @@ func run() error {
 	// A Session supervises the plugin: health pings, restarts on a crash.
 	s := plugin.NewSession(&plugin.Config{
 		Name: "kv", Path: self, Mux: hostMux, Logger: log,
-		Contract: kvPlugin().Contract(),
 	})
 	if err := s.Start(ctx); err != nil {
 		return err

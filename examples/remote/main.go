@@ -89,7 +89,7 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := &plugin.Config{
-		Name: "echo", Contract: echoPlugin().Contract(),
+		Name:      "echo",
 		Transport: transport.Config{TLS: clientTLS},
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}

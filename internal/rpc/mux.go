@@ -2,9 +2,7 @@ package rpc
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -208,18 +206,6 @@ func (m *Mux) methodNames() []string {
 	return names
 }
 
-// Types lists the registered object type names, sorted.
-func (m *Mux) typeNames() []string {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	names := make([]string, 0, len(m.types))
-	for n := range m.types {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
-
 // Infos lists the registered methods with their signatures, sorted by name.
 func InfosOf(m *Mux) []MethodInfo {
 	m.mu.RLock()
@@ -230,47 +216,4 @@ func InfosOf(m *Mux) []MethodInfo {
 	}
 	slices.SortFunc(infos, func(a, b MethodInfo) int { return strings.Compare(a.Name, b.Name) })
 	return infos
-}
-
-// Contract is the hash of what m serves (Contract of its methods, with the
-// signatures of typed ones, and types) plus optional schema bytes.
-func (m *Mux) Contract(schema ...[]byte) []byte {
-	return contractOf(InfosOf(m), m.typeNames(), schema...)
-}
-
-// Contract hashes a service's method names, object type names and optional
-// schema bytes (SHA-256). Host and plugin present it in the handshake, which
-// refuses a peer whose contract differs (negotiate.ErrContractMismatch), so a
-// host never talks to a plugin built against another interface.
-func Contract(methods, types []string, schema ...[]byte) []byte {
-	infos := make([]MethodInfo, len(methods))
-	for i, n := range methods {
-		infos[i].Name = n
-	}
-	return contractOf(infos, types, schema...)
-}
-
-// contractOf is Contract of methods that may carry signatures: an untyped
-// method hashes as Contract hashes its name.
-func contractOf(methods []MethodInfo, types []string, schema ...[]byte) []byte {
-	methods, types = slices.Clone(methods), slices.Clone(types)
-	slices.SortFunc(methods, func(a, b MethodInfo) int { return strings.Compare(a.Name, b.Name) })
-	slices.Sort(types)
-	h := sha256.New()
-	io.WriteString(h, "ringwire contract v1\n")
-	for _, mi := range methods {
-		if mi.Signature == "" {
-			fmt.Fprintf(h, "method %d %s\n", len(mi.Name), mi.Name)
-		} else {
-			fmt.Fprintf(h, "method %d %s sig %d %s\n", len(mi.Name), mi.Name, len(mi.Signature), mi.Signature)
-		}
-	}
-	for _, n := range types {
-		fmt.Fprintf(h, "type %d %s\n", len(n), n)
-	}
-	for _, s := range schema {
-		fmt.Fprintf(h, "schema %d\n", len(s))
-		h.Write(s)
-	}
-	return h.Sum(nil)
 }

@@ -244,17 +244,10 @@ func (s *Service) Version() string { return s.version }
 // Methods lists the service's methods, sorted by name.
 func MethodsOf(s *Service) []MethodInfo { return slices.Clone(s.methods) }
 
-// Contract is the hash of the service's methods and their signatures: the
-// same as Mux.Contract of a Mux on which exactly these methods are
-// registered (with Method.Handle).
-func (s *Service) Contract(schema ...[]byte) []byte {
-	return contractOf(s.methods, nil, schema...)
-}
-
-// Check reports the methods of s that mux does not serve, or serves with
-// another signature: a plugin calls it at start-up so that a forgotten
+// CheckServed reports the methods of s that mux does not serve, or serves
+// with another signature: a plugin calls it at start-up so that a forgotten
 // handler is found then, not by the first call.
-func (s *Service) Check(mux *Mux) error {
+func CheckServed(s *Service, mux *Mux) error {
 	have := map[string]string{}
 	for _, mi := range InfosOf(mux) {
 		have[mi.Name] = mi.Signature
