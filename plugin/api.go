@@ -22,7 +22,8 @@ type (
 	Codec[T any] = rpc.Codec[T]
 	// Service is a service definition: name, version, typed methods.
 	Service = rpc.Service
-	// Caller is what typed methods call through: *Client, *Session.
+	// Caller is what typed methods call through: a *Client, or CallerOf
+	// inside a handler.
 	Caller = rpc.Caller
 	// Error is an error with a code that crosses the wire.
 	Error = rpc.Error
@@ -72,7 +73,7 @@ var (
 	// ErrTooLarge: a request or reply exceeds the connection's limit.
 	ErrTooLarge = rpc.ErrTooLarge
 	// ErrUnauthorized: the plugin's (or the host's) token was missing or
-	// wrong. It is permanent: a Session does not retry it.
+	// wrong. It is permanent: a Client does not retry it.
 	ErrUnauthorized = handshake.ErrUnauthorized
 	// ErrVersion: host and plugin speak no common protocol version.
 	ErrVersion = handshake.ErrVersion
@@ -154,7 +155,4 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return rpc.Errorf(code, format, args...)
 }
 
-var (
-	_ Caller = (*Client)(nil)
-	_ Caller = (*Session)(nil)
-)
+var _ Caller = (*Client)(nil)

@@ -15,7 +15,7 @@ import (
 // Client is the host's connection to one plugin: a launched process, an
 // external plugin that connected to a Listener, or a remote plugin the host
 // dialled. Its methods are safe for concurrent use.
-type Client struct {
+type instance struct {
 	cfg     *Config
 	peer    *rpc.Peer
 	info    Info
@@ -28,8 +28,8 @@ type Client struct {
 	killed   atomic.Bool // Kill was called, or the process died
 }
 
-func newClient(cfg *Config, peer *rpc.Peer, proc *process, live *liveness) *Client {
-	c := &Client{cfg: cfg, peer: peer, info: infoFrom(peer.Info()), proc: proc, live: live, started: time.Now()}
+func newInstance(cfg *Config, peer *rpc.Peer, proc *process, live *liveness) *instance {
+	c := &instance{cfg: cfg, peer: peer, info: infoFrom(peer.Info()), proc: proc, live: live, started: time.Now()}
 	if proc == nil {
 		c.done = make(chan struct{})
 		go func() {
@@ -47,7 +47,7 @@ func newClient(cfg *Config, peer *rpc.Peer, proc *process, live *liveness) *Clie
 // process exits the connection is closed (even if a grandchild inherited the
 // socket), and a process whose connection ended without a Stop gets
 // StopTimeout to exit before it is killed.
-func (c *Client) watch() {
+func (c *instance) watch() {
 	log := c.cfg.Logger
 	select {
 	case <-c.proc.exited:
@@ -76,13 +76,13 @@ func (c *Client) watch() {
 
 // Call invokes method on the plugin. When the plugin
 // dies, calls in flight fail with an error matching ErrPeerGone.
-func (c *Client) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+func (c *instance) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	out, err := c.peer.Call(ctx, method, req)
 	return out, c.wrap(err)
 }
 
 // CallInto is Call that appends the reply to dst.
-func (c *Client) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
+func (c *instance) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
 	out, err := c.peer.CallInto(ctx, method, req, dst)
 	return out, c.wrap(err)
 }
@@ -90,12 +90,12 @@ func (c *Client) CallInto(ctx context.Context, method string, req, dst []byte) (
 // CallView is the one-copy form of a call: f sees
 // the reply in place and only until it returns; f must be short and must not
 // call the plugin.
-func (c *Client) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
+func (c *instance) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
 	return c.wrap(c.peer.CallView(ctx, method, req, f))
 }
 
 // New creates a remote object of type typ on the plugin.
-func (c *Client) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
+func (c *instance) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
 	h, err := c.peer.New(ctx, typ, args)
 	if h != nil {
 		rpc.SetHandleErrors(h, c.wrap)
@@ -105,12 +105,12 @@ func (c *Client) New(ctx context.Context, typ string, args []byte) (*rpc.Handle,
 
 // Ping checks that the plugin answers (a round trip through its reading
 // loop, not through a handler).
-func (c *Client) Ping(ctx context.Context) error { return c.wrap(c.peer.Ping(ctx)) }
+func (c *instance) Ping(ctx context.Context) error { return c.wrap(c.peer.Ping(ctx)) }
 
 // wrap makes the end of a plugin that died (or was killed) read as
 // ErrPeerGone even where this side closed the connection after
 // noticing it.
-func (c *Client) wrap(err error) error {
+func (c *instance) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -136,15 +136,15 @@ func (c *Client) wrap(err error) error {
 
 // Stats returns the connection's counters (messages, bytes, and on shared
 // memory the waits and wakes).
-func (c *Client) Stats() transport.Stats { return c.peer.Stats() }
+func (c *instance) Stats() transport.Stats { return c.peer.Stats() }
 
 // Info is what the plugin declared in the handshake: name, version,
 // description, constants, and the negotiated transport.
-func (c *Client) Info() Info { return c.info }
+func (c *instance) Info() Info { return c.info }
 
 // PID is the launched plugin's process id, or -1 for an external or remote
 // plugin.
-func (c *Client) PID() int {
+func (c *instance) PID() int {
 	if c.proc == nil {
 		return -1
 	}
@@ -154,7 +154,7 @@ func (c *Client) PID() int {
 // Wait waits until Done and returns how the plugin ended: the process's exit
 // error (nil for status 0) for a launched plugin, the connection's error
 // (nil for a close by this side) otherwise.
-func (c *Client) Wait() error {
+func (c *instance) Wait() error {
 	<-c.done
 	if c.proc != nil {
 		return c.proc.err
@@ -166,7 +166,7 @@ func (c *Client) Wait() error {
 }
 
 // Close stops the plugin gracefully: Stop with no deadline but StopTimeout.
-func (c *Client) Close() error { return c.Stop(context.Background()) }
+func (c *instance) Close() error { return c.Stop(context.Background()) }
 
 // Stop ends the plugin gracefully within Config.StopTimeout (and ctx): it
 // sends goaway and lets the calls in flight in both directions finish, closes
@@ -177,7 +177,7 @@ func (c *Client) Close() error { return c.Stop(context.Background()) }
 // ended: then only a moment's grace). The process is always reaped. Stop
 // reports abandoned calls (an error matching context.DeadlineExceeded) and a
 // kill (ErrKilled).
-func (c *Client) Stop(ctx context.Context) error {
+func (c *instance) Stop(ctx context.Context) error {
 	c.stopping.Store(true)
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
 	defer cancel()
@@ -234,7 +234,7 @@ func termGrace(stop time.Duration) time.Duration {
 // Kill ends the plugin at once: SIGKILL for a launched plugin (waiting until
 // it is reaped), closing the connection otherwise. Calls in flight fail with
 // an error matching ErrPeerGone.
-func (c *Client) Kill() error {
+func (c *instance) Kill() error {
 	c.killed.Store(true)
 	if c.proc == nil {
 		c.peer.Close()

@@ -22,8 +22,9 @@ const (
 )
 
 // Config describes a plugin to the host: how to start it (or reach it), what
-// the host serves it, and how a Session supervises it. Launch, Connect and
-// NewSession keep a copy; zero durations and counts select the defaults.
+// the host serves it, and how its Client supervises it. Launch, Connect,
+// Listen and Registry.Add keep a copy; zero durations and counts select the
+// defaults.
 type Config struct {
 	// Name labels the plugin in logs, statuses and the Registry.
 	Name string
@@ -42,9 +43,9 @@ type Config struct {
 	Env    []string
 	Dir    string
 
-	// Network and Address, when Address is set, make the plugin remote: a
-	// Session dials it with Connect (reconnecting with backoff) instead of
-	// launching Path. Network defaults to "tcp".
+	// Network and Address, when Address is set, make the plugin remote (as
+	// Connect does): a Registry's Client dials it (reconnecting with
+	// backoff) instead of launching Path. Network defaults to "tcp".
 	Network, Address string
 
 	// Mux is what the host serves the plugin: the methods its handlers may
@@ -77,10 +78,10 @@ type Config struct {
 	// handshake (default 10s).
 	StartTimeout time.Duration
 
-	// HealthInterval is how often a Session pings the plugin, and
+	// HealthInterval is how often a Client pings the plugin, and
 	// HealthTimeout how long each ping may take (defaults 1s and 500ms).
 	// After HealthFailures failed pings in a row (default 2; the first
-	// marks the plugin Unhealthy) the Session restarts it. A negative
+	// marks the plugin Unhealthy) the Client restarts it. A negative
 	// HealthInterval turns health pings off.
 	HealthInterval, HealthTimeout time.Duration
 	HealthFailures                int
@@ -104,11 +105,17 @@ type Config struct {
 	// Logger receives the plugin's output (stdout and stderr, line by line)
 	// and the runtime's messages, tagged plugin=<Name> (nil: slog.Default()).
 	Logger *slog.Logger
+
+	defaulted bool // withDefaults made this copy
 }
 
 // withDefaults returns a copy of c with the defaults filled in.
 func (c *Config) withDefaults() *Config {
 	o := *c
+	if o.defaulted {
+		return &o
+	}
+	o.defaulted = true
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v

@@ -8,7 +8,8 @@ import (
 	"github.com/ringwire/ringwire/internal/transport"
 )
 
-// Connect dials a remote plugin, one whose Serve listens (RINGWIRE_LISTEN),
+// Connect dials and supervises (see Client: health pings, reconnections) a
+// remote plugin, one whose Serve listens (RINGWIRE_LISTEN),
 // at network ("tcp" or "unix") and addr, runs the handshake as the dialler
 // and serves cfg.Mux to it. TCP needs cfg.Transport.TLS (mutual TLS: a client
 // certificate the plugin's CA trusts, e.g. transport.CA.ClientConfig);
@@ -21,13 +22,14 @@ func Connect(ctx context.Context, network, addr string, cfg *Config) (*Client, e
 	}
 	c := cfg.withDefaults()
 	c.Network, c.Address = network, addr
-	if err := c.check(); err != nil {
+	s := newClient(c)
+	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
-	return connect(ctx, c)
+	return s, nil
 }
 
-func connect(ctx context.Context, c *Config) (*Client, error) {
+func connect(ctx context.Context, c *Config) (*instance, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.StartTimeout)
 	defer cancel()
 	conn, err := transport.Dial(hctx, c.Network, c.Address, c.transportConfig(nil))
@@ -39,7 +41,7 @@ func connect(ctx context.Context, c *Config) (*Client, error) {
 		return nil, fmt.Errorf("plugin %q: connect: %w", c.Name, err)
 	}
 	peer := rpc.NewPeer(conn, rpc.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
-	cl := newClient(c, peer, nil, nil)
+	cl := newInstance(c, peer, nil, nil)
 	c.Logger.Info("ringwire: connected to remote plugin", "network", c.Network, "addr", c.Address,
 		"name", cl.info.Name, "version", cl.info.Version, "transport", cl.info.Transport.Kind.String())
 	return cl, nil

@@ -2,10 +2,11 @@
 // methods (a Mux) to a host program over shared memory, a Unix
 // socket or TCP with mutual TLS.
 //
-// Host side: Launch starts a plugin binary and connects to it; Session
-// supervises one plugin (health pings, restarts with exponential backoff,
-// graceful stop); Registry holds named sessions; Listen accepts external
-// plugins started independently; Connect dials a remote plugin.
+// Host side: Launch starts a plugin binary and connects to it, Connect
+// dials a remote plugin, and Listen accepts external plugins started
+// independently; each gives a Client, which supervises its plugin (health
+// pings, restarts with exponential backoff, graceful stop). Registry holds
+// named Clients.
 //
 // Plugin side: Serve is the single entry point of every plugin binary. It
 // reads the environment its host prepared and serves the plugin's Mux until
@@ -19,9 +20,9 @@
 // stdout, so anything the plugin prints is harmless: stdout and stderr are
 // captured line by line into the host's slog.Logger (tagged plugin=<name>,
 // stream=stdout|stderr) without a line-length limit. The host runs the
-// listening side of the handshake (transport.Server: it authenticates the
+// listening side of the handshake (the transport's server side: it authenticates the
 // token, chooses the transport and creates the shared-memory rings); the
-// plugin runs the dialling side (transport.Client), just as an external
+// plugin runs the dialling side, just as an external
 // plugin dials a host's Listener. On Linux the connection switches to
 // shared memory and the socket stays open as the liveness channel.
 //

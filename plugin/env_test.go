@@ -114,9 +114,11 @@ func TestConfigCheck(t *testing.T) {
 			t.Errorf("%+v: %v, want ErrConfig", c, err)
 		}
 	}
-	s := NewSession(&Config{Name: "nopath"})
-	if err := s.Start(t.Context()); !errors.Is(err, ErrConfig) {
-		t.Errorf("Start without a path: %v, want ErrConfig", err)
+	if _, err := Launch(t.Context(), &Config{Name: "nopath"}); !errors.Is(err, ErrConfig) {
+		t.Errorf("Launch without a path: %v, want ErrConfig", err)
+	}
+	if _, err := Connect(t.Context(), "tcp", "", &Config{Name: "noaddress"}); !errors.Is(err, ErrConfig) {
+		t.Errorf("Connect without an address: %v, want ErrConfig", err)
 	}
 	if _, err := (&Registry{}).Add("x", nil); err != nil {
 		t.Errorf("Add with a nil config: %v", err)

@@ -34,9 +34,9 @@ var (
 	// ErrUnhealthy: the plugin stopped answering health pings.
 	ErrUnhealthy = errors.New("plugin: health check failed")
 	// ErrPluginRestarted: a call was in flight when its plugin died and the
-	// Session restarted it. Such errors also match ErrPeerGone.
+	// Client restarted it. Such errors also match ErrPeerGone.
 	ErrPluginRestarted = errors.New("plugin: restarted")
-	// ErrUnavailable: a Session has no running plugin (not started, stopped,
+	// ErrUnavailable: a Client has no running plugin (not started, stopped,
 	// or given up after MaxRestarts), or a call's context ended while it
 	// waited for a restart.
 	ErrUnavailable = errors.New("plugin: unavailable")
@@ -53,7 +53,7 @@ var (
 	// ErrContractMismatch: host and plugin do not agree on what the plugin
 	// serves (another service, a version the host does not accept, a
 	// method missing or with another signature, or unequal contract
-	// hashes). It is permanent: a Session does not retry it.
+	// hashes). It is permanent: a Client does not retry it.
 	ErrContractMismatch = handshake.ErrContractMismatch
 )
 

@@ -61,7 +61,7 @@ func TestUserErrors(t *testing.T) {
 	defer cancel()
 
 	t.Run("exit mid-call", func(t *testing.T) {
-		cfg := pluginConfig("crash", crashEnv+"=100ms")
+		cfg := unsupervised(pluginConfig("crash", crashEnv+"=100ms"))
 		cfg.Mux = hostMux(nil)
 		c, err := plugin.Launch(ctx, cfg)
 		if err != nil {
@@ -75,7 +75,7 @@ func TestUserErrors(t *testing.T) {
 		checkErr(t, "next call", err, text, []error{plugin.ErrExited, rpc.ErrPeerGone}, rpc.ErrClosed)
 	})
 	t.Run("killed by a signal", func(t *testing.T) {
-		c, err := plugin.Launch(ctx, pluginConfig("echo"))
+		c, err := plugin.Launch(ctx, unsupervised(pluginConfig("echo")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,13 +117,13 @@ func TestUserErrors(t *testing.T) {
 		cfg.MaxRestarts = 1
 		cfg.Backoff = 10 * time.Millisecond
 		cfg.HealthInterval = -1
-		s := plugin.NewSession(cfg)
-		if err := s.Start(ctx); err != nil {
+		s, err := plugin.Launch(ctx, cfg)
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Stop(ctx)
 		waitState(t, s, "failed", 10*time.Second)
-		_, err := s.Call(ctx, "echo", nil)
+		_, err = s.Call(ctx, "echo", nil)
 		checkErr(t, "call", err, `plugin "crash": unavailable: gave up after 1 restart in a row: process exited \(pid \d+, exit status 3\)`,
 			[]error{plugin.ErrUnavailable, plugin.ErrExited})
 	})

@@ -45,7 +45,7 @@ func cpuTime(tb testing.TB, pid int) time.Duration {
 
 // idleCPU lets a session that has just served a burst of calls sit idle for
 // d and returns the CPU time both processes used meanwhile.
-func idleCPU(tb testing.TB, s *plugin.Session, d time.Duration) (host, plug time.Duration) {
+func idleCPU(tb testing.TB, s *plugin.Client, d time.Duration) (host, plug time.Duration) {
 	tb.Helper()
 	pid := s.Status().PID
 	var ru0 unix.Rusage
@@ -60,10 +60,10 @@ func idleCPU(tb testing.TB, s *plugin.Session, d time.Duration) (host, plug time
 }
 
 // startBurst starts a supervised echo plugin and serves n calls.
-func startBurst(tb testing.TB, ctx context.Context, n int) *plugin.Session {
+func startBurst(tb testing.TB, ctx context.Context, n int) *plugin.Client {
 	tb.Helper()
-	s := plugin.NewSession(pluginConfig("echo"))
-	if err := s.Start(ctx); err != nil {
+	s, err := plugin.Launch(ctx, pluginConfig("echo"))
+	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = s.Stop(context.Background()) })

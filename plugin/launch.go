@@ -19,8 +19,8 @@ import (
 // own (to report its exit status) before killing it.
 const exitSettle = 100 * time.Millisecond
 
-// Launch starts the plugin binary cfg.Path and connects to it: one
-// unsupervised plugin process (see Session for supervision). The child gets
+// Launch starts the plugin binary cfg.Path, connects to it and supervises it
+// (see Client: health pings, restarts). Each process it starts gets
 // one end of a Unix socket pair as descriptor 3 and a random 256-bit token in
 // its environment (the token, not the uid, authenticates here: SO_PEERCRED on
 // a socket pair names its creator, the host); the host runs the listening side
@@ -38,13 +38,15 @@ func Launch(ctx context.Context, cfg *Config) (*Client, error) {
 	if c.Path == "" {
 		return nil, fmt.Errorf("%w: plugin %q: Launch needs Config.Path", ErrConfig, c.Name)
 	}
-	if err := c.check(); err != nil {
+	c.Address = ""
+	s := newClient(c)
+	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
-	return launch(ctx, c)
+	return s, nil
 }
 
-func launch(ctx context.Context, c *Config) (*Client, error) {
+func launch(ctx context.Context, c *Config) (*instance, error) {
 	token := newToken()
 	hostEnd, childEnd, err := socketPair()
 	if err != nil {
@@ -112,7 +114,7 @@ func launch(ctx context.Context, c *Config) (*Client, error) {
 		return nil, fmt.Errorf("plugin %q: launch: %w", c.Name, err)
 	}
 	peer := rpc.NewPeer(conn, rpc.Options{Mux: c.Mux, Logger: c.Logger, Intercept: c.Intercept})
-	cl := newClient(c, peer, proc, live)
+	cl := newInstance(c, peer, proc, live)
 	in := cl.info
 	c.Logger.Info("ringwire: plugin launched", "pid", proc.pid, "name", in.Name, "version", in.Version,
 		"transport", in.Transport.Kind.String())

@@ -36,8 +36,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 	cfg := pluginConfig("echo")
 	cfg.Backoff = 5 * time.Millisecond
 	cfg.HealthInterval = 20 * time.Millisecond
-	s := plugin.NewSession(cfg)
-	if err := s.Start(ctx); err != nil {
+	s, err := plugin.Launch(ctx, cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	syscall.Kill(s.Status().PID, syscall.SIGKILL)

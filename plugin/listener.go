@@ -15,6 +15,7 @@ import (
 type Listener struct {
 	tl       *transport.Listener
 	cfg      *Config             // with defaults
+	base     Config              // as given: each accepted plugin's, named after it
 	accepted chan transport.Conn // closed when the accept loop ends
 	err      error               // why it ended; read after accepted is closed
 	done     chan struct{}
@@ -50,7 +51,7 @@ func Listen(network, addr string, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin: listen: %w", err)
 	}
-	l := &Listener{tl: tl, cfg: c, accepted: make(chan transport.Conn), done: make(chan struct{})}
+	l := &Listener{tl: tl, cfg: c, base: *cfg, accepted: make(chan transport.Conn), done: make(chan struct{})}
 	go l.loop()
 	return l, nil
 }
@@ -85,18 +86,24 @@ func (l *Listener) Accept(ctx context.Context) (*Client, error) {
 		if name == "" {
 			name = "external"
 		}
-		c := *l.cfg
-		cfg := &c
-		cfg.Name = name
+		c := l.base
+		c.Name = name
+		cfg := c.withDefaults()
 		if err := cfg.admit(conn.Info()); err != nil {
 			cfg.Logger.Warn("ringwire: external plugin refused", "err", err)
 			conn.Close()
 			return l.Accept(ctx)
 		}
 		peer := rpc.NewPeer(conn, rpc.Options{Mux: l.cfg.Mux, Logger: cfg.Logger, Intercept: l.cfg.Intercept})
-		cl := newClient(cfg, peer, nil, nil)
-		cfg.Logger.Info("ringwire: external plugin connected", "version", cl.info.Version,
-			"transport", cl.info.Transport.Kind.String(), "tls", cl.info.Transport.TLS)
+		in := newInstance(cfg, peer, nil, nil)
+		cfg.Logger.Info("ringwire: external plugin connected", "version", in.info.Version,
+			"transport", in.info.Transport.Kind.String(), "tls", in.info.Transport.TLS)
+		cl := newClient(cfg)
+		cl.fixed = in
+		if err := cl.start(ctx); err != nil {
+			in.Kill()
+			return nil, err
+		}
 		return cl, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

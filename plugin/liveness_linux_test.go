@@ -20,7 +20,7 @@ import (
 
 // Liveness of a supervised plugin that stops reading (SIGSTOP), on every
 // transport the plugin runtime offers: a launched plugin over shared memory
-// ("shm") or framed Unix ("framed"), and a remote plugin the Session dials
+// ("shm") or framed Unix ("framed"), and a remote plugin the Client dials
 // over TCP with mutual TLS ("tcp", Config.Address). While it is stopped the
 // host keeps sending it 1 MiB calls, so its ring or socket is full: a health
 // ping or a goaway that waited for room without a bound would hang the
@@ -28,16 +28,16 @@ import (
 
 var liveTransports = []string{"shm", "framed", "tcp"}
 
-// liveRig is a Session on one transport.
+// liveRig is a Client on one transport.
 type liveRig struct {
-	s       *plugin.Session
+	s       *plugin.Client
 	rec     *recorder
 	entered chan struct{}
 	ext     *extProc // the remote plugin's process (tcp only)
 	remote  bool
 }
 
-// startLive starts a Session on transport tr (tweak adjusts its Config).
+// startLive starts a Client on transport tr (tweak adjusts its Config).
 func startLive(t *testing.T, tr string, tweak func(*plugin.Config)) *liveRig {
 	t.Helper()
 	r := &liveRig{rec: newRecorder(), entered: make(chan struct{}, 1)}
@@ -146,7 +146,7 @@ type filler struct {
 	fail atomic.Int64
 }
 
-func fill(s *plugin.Session, n int) *filler {
+func fill(s *plugin.Client, n int) *filler {
 	f := &filler{stop: make(chan struct{})}
 	for g := range n {
 		f.wg.Add(1)
@@ -209,7 +209,7 @@ func (r *liveRig) stateAfter(st string, t0 time.Time) time.Time {
 // restarted within HealthInterval × HealthFailures + HealthTimeout + 1 s.
 // A launched plugin is killed and relaunched (Ready again within the
 // bound); a remote one cannot be replaced while its process is stopped, so
-// its connection is given up (Restarting) within the bound and the Session
+// its connection is given up (Restarting) within the bound and the Client
 // reconnects once the process is resumed.
 func TestLiveSessionStopped(t *testing.T) {
 	const (

@@ -239,6 +239,13 @@ func pluginConfig(role string, env ...string) *plugin.Config {
 	}
 }
 
+// unsupervised makes cfg a plugin whose end is the test's subject: no
+// restarts, no health pings.
+func unsupervised(cfg *plugin.Config) *plugin.Config {
+	cfg.MaxRestarts, cfg.HealthInterval = -1, -1
+	return cfg
+}
+
 // childEnv is the environment of test plugins: the race detector (in a
 // -race build) exits at once instead of sleeping a second first.
 func childEnv(role string, env ...string) []string {

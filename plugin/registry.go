@@ -8,34 +8,34 @@ import (
 	"sync"
 )
 
-// Registry holds named plugin sessions. StartAll starts them in the order
+// Registry holds named plugins (Clients, idle until StartAll). StartAll starts them in the order
 // they were added and StopAll stops them in the reverse order, so a plugin
 // added after another may rely on it for its whole life. The zero value is
 // an empty Registry ready to use; its methods are safe for concurrent use.
 type Registry struct {
 	mu     sync.Mutex
 	order  []string
-	byName map[string]*Session
+	byName map[string]*Client
 }
 
-// Add creates a Session for cfg under name (which becomes the Config's Name)
+// Add creates a Client for cfg under name (which becomes the Config's Name)
 // and adds it. It fails with ErrConfig if name is taken.
-func (r *Registry) Add(name string, cfg *Config) (*Session, error) {
+func (r *Registry) Add(name string, cfg *Config) (*Client, error) {
 	c := Config{}
 	if cfg != nil {
 		c = *cfg
 	}
 	c.Name = name
-	s := NewSession(&c)
-	if err := r.addSession(s); err != nil {
+	s := newClient(&c)
+	if err := r.add(s); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// addSession adds s under its Name. It fails with ErrConfig if the name
+// add adds s under its Name. It fails with ErrConfig if the name
 // is taken.
-func (r *Registry) addSession(s *Session) error {
+func (r *Registry) add(s *Client) error {
 	name := s.name()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -43,56 +43,56 @@ func (r *Registry) addSession(s *Session) error {
 		return fmt.Errorf("%w: plugin %q is already registered", ErrConfig, name)
 	}
 	if r.byName == nil {
-		r.byName = map[string]*Session{}
+		r.byName = map[string]*Client{}
 	}
 	r.byName[name] = s
 	r.order = append(r.order, name)
 	return nil
 }
 
-// Get returns the session named name.
-func (r *Registry) Get(name string) (*Session, bool) {
+// Get returns the Client named name.
+func (r *Registry) Get(name string) (*Client, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.byName[name]
 	return s, ok
 }
 
-// Names lists the sessions' names in the order they were added.
+// Names lists the Clients' names in the order they were added.
 func (r *Registry) Names() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.order)
 }
 
-func (r *Registry) sessions() []*Session {
+func (r *Registry) clients() []*Client {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*Session, len(r.order))
+	out := make([]*Client, len(r.order))
 	for i, n := range r.order {
 		out[i] = r.byName[n]
 	}
 	return out
 }
 
-// StartAll starts every session in insertion order, one after the other. A
-// session that fails to start does not stop the others; the errors are
+// StartAll starts every Client in insertion order, one after the other. A
+// Client that fails to start does not stop the others; the errors are
 // joined (errors.Join) in that order.
 func (r *Registry) StartAll(ctx context.Context) error {
 	var errs []error
-	for _, s := range r.sessions() {
-		if err := s.Start(ctx); err != nil {
+	for _, s := range r.clients() {
+		if err := s.start(ctx); err != nil {
 			errs = append(errs, err) // it names the plugin
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// StopAll stops every session in reverse insertion order and joins the
+// StopAll stops every Client in reverse insertion order and joins the
 // errors.
 func (r *Registry) StopAll(ctx context.Context) error {
 	var errs []error
-	ss := r.sessions()
+	ss := r.clients()
 	for i := len(ss) - 1; i >= 0; i-- {
 		if err := ss[i].Stop(ctx); err != nil {
 			errs = append(errs, err)
@@ -101,9 +101,9 @@ func (r *Registry) StopAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Statuses returns every session's status by name.
+// Statuses returns every Client's status by name.
 func (r *Registry) Statuses() map[string]Status {
-	ss := r.sessions()
+	ss := r.clients()
 	out := make(map[string]Status, len(ss))
 	for _, s := range ss {
 		out[s.name()] = s.Status()

@@ -119,14 +119,14 @@ func TestServiceSuperset(t *testing.T) {
 		t.Fatalf("upper = %q, %v", u, err)
 	}
 
-	// And the same plugin through a Session, which is a Caller too.
-	s := plugin.NewSession(textConfig("text1.2", textV12))
-	if err := s.Start(ctx); err != nil {
+	// And the same plugin through a Client, which is a Caller too.
+	s, err := plugin.Launch(ctx, textConfig("text1.2", textV12))
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Stop(ctx)
 	if sh, err := svcShout.Call(ctx, s, []byte("hey")); err != nil || string(sh) != "HEY!" {
-		t.Fatalf("shout through a Session = %q, %v", sh, err)
+		t.Fatalf("shout through a Client = %q, %v", sh, err)
 	}
 }
 
@@ -213,10 +213,10 @@ func TestSessionPermanentRefusal(t *testing.T) {
 	cfg.MaxRestarts = 5
 	cfg.Backoff = 20 * time.Millisecond
 	cfg.HealthInterval = -1
-	s := plugin.NewSession(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := s.Start(ctx); err != nil {
+	s, err := plugin.Launch(ctx, cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Stop(ctx)

@@ -9,28 +9,38 @@ import (
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
+	"github.com/ringwire/ringwire/internal/transport"
 )
 
-// Session supervises one plugin: it launches it (or, with Config.Address,
-// connects to it), pings it every HealthInterval, and when the plugin dies or
-// fails its health checks restarts it with exponential backoff, up to
-// MaxRestarts in a row. Its methods are safe for concurrent use.
+// Client is the host's handle on one plugin: a process it launched
+// (Launch), a remote plugin it dialled (Connect), or an external plugin that
+// connected to a Listener. Its methods are safe for concurrent use.
+//
+// A Client supervises its plugin: it pings it every HealthInterval, and when
+// the plugin dies or fails its health checks it ends it and, for a launched
+// or remote plugin, starts a new instance with exponential backoff, up to
+// MaxRestarts in a row (an external plugin reconnects by itself, as a new
+// Client).
 //
 // Calls go to the current instance. When it dies, calls in flight fail at
-// once with an error matching ErrPeerGone, and also
-// ErrPluginRestarted if the Session restarts the plugin. Calls made while a
-// restart is under way wait for the new instance until their context ends
-// (then they fail with ErrUnavailable and the context's error); calls made
-// when the Session is not running (idle, stopped, failed) fail at once with
-// ErrUnavailable. A Session never retries a call: it cannot know whether the
-// call took effect. Objects created with New die with their instance.
-type Session struct {
+// once with an error matching ErrPeerGone that names the exit status or
+// signal, and also ErrPluginRestarted if the Client restarts the plugin.
+// Calls made while a restart is under way wait for the new instance until
+// their context ends (then they fail with ErrUnavailable and the context's
+// error); calls made after the plugin ended for good fail at once, with
+// ErrUnavailable when restarts ran out, with the end's own error when
+// restarts are off, and with ErrClosed after Stop, Close or Kill. A Client
+// never retries a call: it cannot know whether the call took effect.
+// Objects created with New die with their instance.
+type Client struct {
 	cfg *Config // with defaults
 	log *slog.Logger
 
 	mu          sync.Mutex
 	state       state
-	cur         *Client
+	cur         *instance
+	last        *instance // the most recent instance, running or ended
+	fixed       *instance // an accepted plugin's only instance (never reopened)
 	started     time.Time
 	restarts    int // restart attempts since Start
 	consecutive int // restart attempts since the last stable run
@@ -43,22 +53,21 @@ type Session struct {
 	runDone   chan struct{}      // closed when the run's goroutines have ended
 }
 
-// NewSession returns an idle Session for cfg (copied; see Start for its
-// validation).
-func NewSession(cfg *Config) *Session {
+// newClient returns an idle Client for cfg (copied; start validates it).
+func newClient(cfg *Config) *Client {
 	if cfg == nil {
 		cfg = &Config{}
 	}
 	c := cfg.withDefaults()
-	return &Session{cfg: c, log: c.Logger, changed: make(chan struct{})}
+	return &Client{cfg: c, log: c.Logger, changed: make(chan struct{})}
 }
 
 // name is the plugin's Config.Name.
-func (s *Session) name() string { return s.cfg.Name }
+func (s *Client) name() string { return s.cfg.Name }
 
 // setState records a state change, logs it and wakes the waiters. s.mu is
 // held.
-func (s *Session) setState(st state) {
+func (s *Client) setState(st state) {
 	old := s.state
 	if old == st {
 		return
@@ -74,13 +83,15 @@ func (s *Session) setState(st state) {
 	}
 }
 
-// Start launches (or connects to) the plugin, bounded by ctx and
-// StartTimeout, and starts supervising it. A failed start leaves the Session
-// Failed and is not retried. Start may be called again after Stop or a
-// failure.
-func (s *Session) Start(ctx context.Context) error {
-	if err := s.cfg.check(); err != nil {
-		return err
+// start launches (or connects to) the plugin, bounded by ctx and
+// StartTimeout, and starts supervising it. A failed start leaves the Client
+// failed and is not retried. start may be called again after Stop or a
+// failure (Registry.StartAll).
+func (s *Client) start(ctx context.Context) error {
+	if s.fixed == nil {
+		if err := s.cfg.check(); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	switch s.state {
@@ -115,7 +126,7 @@ func (s *Session) Start(ctx context.Context) error {
 		close(runDone)
 		return err
 	}
-	s.cur, s.started = c, c.started
+	s.cur, s.last, s.started = c, c, c.started
 	if s.state == stateStarting {
 		s.setState(stateReady)
 	}
@@ -126,7 +137,13 @@ func (s *Session) Start(ctx context.Context) error {
 }
 
 // open starts one instance.
-func (s *Session) open(ctx context.Context) (*Client, error) {
+func (s *Client) open(ctx context.Context) (*instance, error) {
+	if s.fixed != nil {
+		if s.last != nil {
+			return nil, fmt.Errorf("%w: plugin %q: an accepted plugin cannot be started again", ErrConfig, s.cfg.Name)
+		}
+		return s.fixed, nil
+	}
 	if s.cfg.Address != "" {
 		return connect(ctx, s.cfg)
 	}
@@ -135,7 +152,7 @@ func (s *Session) open(ctx context.Context) (*Client, error) {
 
 // supervise watches each instance and replaces it when it fails, until Stop
 // or until it gives up.
-func (s *Session) supervise(c *Client, stop <-chan struct{}, runCtx context.Context, runDone chan struct{}) {
+func (s *Client) supervise(c *instance, stop <-chan struct{}, runCtx context.Context, runDone chan struct{}) {
 	defer close(runDone)
 	for {
 		cause := s.watch(c, stop, runCtx)
@@ -157,7 +174,7 @@ func (s *Session) supervise(c *Client, stop <-chan struct{}, runCtx context.Cont
 
 // watch waits until instance c fails (and returns why) or Stop is called
 // (nil).
-func (s *Session) watch(c *Client, stop <-chan struct{}, runCtx context.Context) error {
+func (s *Client) watch(c *instance, stop <-chan struct{}, runCtx context.Context) error {
 	var tick <-chan time.Time
 	if s.cfg.HealthInterval > 0 {
 		t := time.NewTicker(s.cfg.HealthInterval)
@@ -208,7 +225,7 @@ func (s *Session) watch(c *Client, stop <-chan struct{}, runCtx context.Context)
 
 // lost describes the end of instance c's connection or process, or returns
 // nil if Stop is under way.
-func (s *Session) lost(c *Client, stop <-chan struct{}) error {
+func (s *Client) lost(c *instance, stop <-chan struct{}) error {
 	select {
 	case <-stop:
 		return nil
@@ -222,8 +239,8 @@ func (s *Session) lost(c *Client, stop <-chan struct{}) error {
 
 // mayRestart reports whether the end of instance c is followed by a restart.
 // s.mu is held.
-func (s *Session) mayRestart(c *Client) bool {
-	if s.cfg.MaxRestarts < 0 {
+func (s *Client) mayRestart(c *instance) bool {
+	if s.cfg.MaxRestarts < 0 || s.fixed != nil {
 		return false
 	}
 	return s.consecutive < s.cfg.MaxRestarts || (c != nil && time.Since(c.started) >= s.cfg.MaxBackoff)
@@ -231,7 +248,7 @@ func (s *Session) mayRestart(c *Client) bool {
 
 // retire records the failure of instance c and decides whether to restart:
 // Restarting (true) or Failed (false).
-func (s *Session) retire(c *Client, cause error) bool {
+func (s *Client) retire(c *instance, cause error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lastErr = cause
@@ -252,9 +269,11 @@ func (s *Session) retire(c *Client, cause error) bool {
 	return true
 }
 
-// giveUp marks the Session Failed. s.mu is held.
-func (s *Session) giveUp() {
-	if s.cfg.MaxRestarts < 0 {
+// giveUp marks the Client Failed. s.mu is held.
+func (s *Client) giveUp() {
+	if s.fixed != nil {
+		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, s.lastErr, "unavailable: ended (an external plugin reconnects as a new Client)")
+	} else if s.cfg.MaxRestarts < 0 {
 		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, s.lastErr, "unavailable: ended, and restarts are off")
 	} else {
 		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, s.lastErr, "unavailable: gave up after %d restart%s in a row", s.consecutive, plural(s.consecutive))
@@ -264,7 +283,7 @@ func (s *Session) giveUp() {
 
 // restart starts new instances with backoff until one runs (returned), the
 // restarts run out or Stop is called (nil).
-func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client {
+func (s *Client) restart(stop <-chan struct{}, runCtx context.Context) *instance {
 	for {
 		s.mu.Lock()
 		if s.state == stateStopping {
@@ -306,7 +325,7 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 			s.log.Warn("ringwire: plugin restart failed", "attempt", n, "err", err)
 			continue
 		}
-		s.cur, s.started = c, c.started
+		s.cur, s.last, s.started = c, c, c.started
 		if s.state == stateRestarting {
 			s.setState(stateReady)
 		}
@@ -315,11 +334,33 @@ func (s *Session) restart(stop <-chan struct{}, runCtx context.Context) *Client 
 	}
 }
 
-// Stop ends supervision and stops the current instance gracefully (see
-// Client.Stop), bounded by ctx and StopTimeout. Calls waiting for a restart
-// fail with ErrUnavailable. Stop on a Session that is not running returns
-// nil.
-func (s *Session) Stop(ctx context.Context) error {
+// Stop ends supervision and the plugin gracefully within Config.StopTimeout
+// (and ctx): it sends goaway and lets the calls in flight in both directions
+// finish, closes the connection, and waits for the process to exit on its
+// own (a plugin's Serve returns when its connection ends). A process still
+// running when the budget is spent (plus up to half a second for it to see
+// its connection close) gets SIGTERM and, after a short grace, SIGKILL (at
+// once if ctx has ended: then only a moment's grace). The process is always
+// reaped. Stop reports abandoned calls (an error matching
+// context.DeadlineExceeded) and a kill (ErrKilled). Calls waiting for a
+// restart fail with ErrUnavailable, later calls with ErrClosed. Stop on a
+// Client that has ended already returns nil.
+func (s *Client) Stop(ctx context.Context) error {
+	return s.end(ctx, func(c *instance) error { return c.Stop(ctx) })
+}
+
+// Close is Stop with no deadline but StopTimeout.
+func (s *Client) Close() error { return s.Stop(context.Background()) }
+
+// Kill ends supervision and the plugin at once: SIGKILL for a launched
+// plugin (waiting until it is reaped), closing the connection otherwise.
+// Calls in flight fail with an error matching ErrPeerGone.
+func (s *Client) Kill() error {
+	return s.end(context.Background(), (*instance).Kill)
+}
+
+// end ends supervision, then the current instance with stop.
+func (s *Client) end(ctx context.Context, stop func(*instance) error) error {
 	s.mu.Lock()
 	for s.state == stateStopping {
 		ch := s.changed
@@ -343,21 +384,21 @@ func (s *Session) Stop(ctx context.Context) error {
 
 	<-runDone // bounded: launches and pings are cancelled, backoffs interrupted
 	s.mu.Lock()
-	c := s.cur
-	s.cur = nil
+	c := s.cur // it stays current while it drains: new calls meet its goaway
 	s.mu.Unlock()
 	var err error
 	if c != nil {
-		err = c.Stop(ctx)
+		err = stop(c)
 	}
 	s.mu.Lock()
+	s.cur = nil
 	s.setState(stateStopped)
 	s.mu.Unlock()
 	return err
 }
 
-// Status returns a snapshot of the Session.
-func (s *Session) Status() Status {
+// Status returns a snapshot of the Client.
+func (s *Client) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{State: s.state.String(), Started: s.started, Restarts: s.restarts, PID: -1, LastErr: s.lastErr}
@@ -367,24 +408,78 @@ func (s *Session) Status() Status {
 	return st
 }
 
-// current returns the current instance, or nil while there is none.
-func (s *Session) current() *Client {
+// latest returns the current instance, else the last one, else nil.
+func (s *Client) latest() *instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cur
+	if s.cur != nil {
+		return s.cur
+	}
+	return s.last
 }
 
-// Info is what the current instance declared in its handshake (zero while
-// there is none).
-func (s *Session) Info() Info {
-	if c := s.current(); c != nil {
+// Info is what the plugin declared in its handshake: name, version,
+// description, constants, its service and methods, and the negotiated
+// transport (of the current instance, else of the last one).
+func (s *Client) Info() Info {
+	if c := s.latest(); c != nil {
 		return c.Info()
 	}
 	return Info{}
 }
 
+// PID is the process id of the plugin's current (else last) process, or -1
+// for an external or remote plugin.
+func (s *Client) PID() int {
+	if c := s.latest(); c != nil {
+		return c.PID()
+	}
+	return -1
+}
+
+// Stats returns the counters of the current (else last) instance's
+// connection: messages, bytes, and on shared memory the waits and wakes.
+func (s *Client) Stats() transport.Stats {
+	if c := s.latest(); c != nil {
+		return c.Stats()
+	}
+	return transport.Stats{}
+}
+
+// Ping checks that the plugin answers (a round trip through its reading
+// loop, not through a handler), waiting for a restart under way as calls do.
+func (s *Client) Ping(ctx context.Context) error {
+	c, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	return s.callErr(c, c.Ping(ctx))
+}
+
+// Wait waits until the plugin has ended for good (Stop, Close or Kill was
+// called, or it ended with no restart left) and returns how its last
+// instance ended: the process's exit error (nil for status 0) for a launched
+// plugin, the connection's error (nil for a close by this side) otherwise.
+func (s *Client) Wait() error {
+	for {
+		s.mu.Lock()
+		st, ch, last, lastErr, runDone := s.state, s.changed, s.last, s.lastErr, s.runDone
+		s.mu.Unlock()
+		if st == stateStopped || st == stateFailed {
+			if runDone != nil {
+				<-runDone // the supervisor has reaped the last instance
+			}
+			if last == nil {
+				return lastErr
+			}
+			return last.Wait()
+		}
+		<-ch
+	}
+}
+
 // client returns the instance to call, waiting for a restart in progress.
-func (s *Session) client(ctx context.Context) (*Client, error) {
+func (s *Client) client(ctx context.Context) (*instance, error) {
 	for {
 		s.mu.Lock()
 		st, c, ch, last := s.state, s.cur, s.changed, s.lastErr
@@ -395,7 +490,22 @@ func (s *Session) client(ctx context.Context) (*Client, error) {
 				return c, nil
 			}
 		case stateStarting, stateRestarting:
+		case stateStopping:
+			if c != nil {
+				return c, nil // it refuses new calls as its Stop drains it
+			}
+			return nil, errorf(s.cfg.Name, ErrClosed, nil, "closed (Stop or Close was called)")
+		case stateStopped:
+			return nil, errorf(s.cfg.Name, ErrClosed, nil, "closed (Stop or Close was called)")
 		case stateFailed:
+			if s.cfg.MaxRestarts < 0 || s.fixed != nil {
+				s.mu.Lock()
+				c := s.last
+				s.mu.Unlock()
+				if c != nil {
+					return c, nil // its calls fail with how it ended
+				}
+			}
 			if errors.Is(last, ErrUnavailable) {
 				return nil, last // it says why already
 			}
@@ -412,8 +522,8 @@ func (s *Session) client(ctx context.Context) (*Client, error) {
 }
 
 // callErr adds ErrPluginRestarted to the error of a call whose instance c
-// died, when the Session restarts (or has restarted) the plugin.
-func (s *Session) callErr(c *Client, err error) error {
+// died, when the Client restarts (or has restarted) the plugin.
+func (s *Client) callErr(c *instance, err error) error {
 	if err == nil || !errors.Is(err, rpc.ErrPeerGone) {
 		return err
 	}
@@ -427,14 +537,15 @@ func (s *Session) callErr(c *Client, err error) error {
 	}
 	s.mu.Unlock()
 	if restarted {
-		return fmt.Errorf("%w: plugin %q: %w", ErrPluginRestarted, s.cfg.Name, err)
+		// err names the plugin already: say the restart after it.
+		return fmt.Errorf("%w (%w)", err, ErrPluginRestarted)
 	}
 	return err
 }
 
 // Call invokes method on the current instance (see Client.Call and the
-// Session documentation for failures).
-func (s *Session) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
+// Client documentation for failures).
+func (s *Client) Call(ctx context.Context, method string, req []byte) ([]byte, error) {
 	c, err := s.client(ctx)
 	if err != nil {
 		return nil, err
@@ -444,7 +555,7 @@ func (s *Session) Call(ctx context.Context, method string, req []byte) ([]byte, 
 }
 
 // CallInto is Call that appends the reply to dst.
-func (s *Session) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
+func (s *Client) CallInto(ctx context.Context, method string, req, dst []byte) ([]byte, error) {
 	c, err := s.client(ctx)
 	if err != nil {
 		return dst, err
@@ -456,7 +567,7 @@ func (s *Session) CallInto(ctx context.Context, method string, req, dst []byte) 
 // CallView is CallInto's one-copy form: f sees the
 // reply, in the connection's memory when this goroutine read it itself, and
 // only until it returns.
-func (s *Session) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
+func (s *Client) CallView(ctx context.Context, method string, req []byte, f func(reply []byte) error) error {
 	c, err := s.client(ctx)
 	if err != nil {
 		return err
@@ -466,7 +577,7 @@ func (s *Session) CallView(ctx context.Context, method string, req []byte, f fun
 
 // New creates a remote object on the current instance; the handle dies with
 // that instance.
-func (s *Session) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
+func (s *Client) New(ctx context.Context, typ string, args []byte) (*rpc.Handle, error) {
 	c, err := s.client(ctx)
 	if err != nil {
 		return nil, err

@@ -14,14 +14,20 @@ import (
 	"github.com/ringwire/ringwire/plugin"
 )
 
-// startSession starts a Session and stops it at cleanup.
-func startSession(t *testing.T, cfg *plugin.Config) *plugin.Session {
+// startSession starts a Client and stops it at cleanup.
+func startSession(t *testing.T, cfg *plugin.Config) *plugin.Client {
 	t.Helper()
-	s := plugin.NewSession(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := s.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
+	var s *plugin.Client
+	var err error
+	if cfg.Address != "" {
+		s, err = plugin.Connect(ctx, "tcp", cfg.Address, cfg)
+	} else {
+		s, err = plugin.Launch(ctx, cfg)
+	}
+	if err != nil {
+		t.Fatalf("Launch or Connect: %v", err)
 	}
 	t.Cleanup(func() {
 		pid := s.Status().PID
@@ -40,7 +46,7 @@ func startSession(t *testing.T, cfg *plugin.Config) *plugin.Session {
 }
 
 // waitState waits up to d for the session to reach st.
-func waitState(t *testing.T, s *plugin.Session, st string, d time.Duration) plugin.Status {
+func waitState(t *testing.T, s *plugin.Client, st string, d time.Duration) plugin.Status {
 	t.Helper()
 	if !waitFor(d, func() bool { return s.Status().State == st }) {
 		got := s.Status()
@@ -50,7 +56,7 @@ func waitState(t *testing.T, s *plugin.Session, st string, d time.Duration) plug
 }
 
 // waitRestarted waits up to d for the session to be ready after n restarts.
-func waitRestarted(t *testing.T, s *plugin.Session, n int, d time.Duration) plugin.Status {
+func waitRestarted(t *testing.T, s *plugin.Client, n int, d time.Duration) plugin.Status {
 	t.Helper()
 	if !waitFor(d, func() bool { st := s.Status(); return st.Restarts >= n && st.State == "ready" }) {
 		got := s.Status()
@@ -169,10 +175,10 @@ func TestSessionMaxRestarts(t *testing.T) {
 	cfg.Backoff = 40 * time.Millisecond
 	cfg.MaxBackoff = 2 * time.Second
 	cfg.HealthInterval = -1
-	s := plugin.NewSession(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := s.Start(ctx); err != nil {
+	s, err := plugin.Launch(ctx, cfg)
+	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	defer s.Stop(ctx)
@@ -341,9 +347,9 @@ func TestSessionCallsThroughRestarts(t *testing.T) {
 }
 
 // TestSessionHandleAfterRestart: a remote object's handle dies with its
-// instance; once the Session has restarted the plugin, calling or
+// instance; once the Client has restarted the plugin, calling or
 // destroying the handle says so (ErrPluginRestarted, ErrPeerGone), as a
-// call through the Session would, not "closed".
+// call through the Client would, not "closed".
 func TestSessionHandleAfterRestart(t *testing.T) {
 	cfg := pluginConfig("echo")
 	cfg.HealthInterval = 200 * time.Millisecond

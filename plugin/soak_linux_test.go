@@ -36,7 +36,7 @@ func TestSoak(t *testing.T) {
 	d = min(d, soakMax)
 	base := takeBaseline()
 	const plugins = 4
-	sessions := make([]*plugin.Session, plugins)
+	sessions := make([]*plugin.Client, plugins)
 	for i := range sessions {
 		cfg := pluginConfig("echo")
 		cfg.Name = fmt.Sprintf("soak-%d", i)
@@ -45,9 +45,9 @@ func TestSoak(t *testing.T) {
 		cfg.Backoff = 10 * time.Millisecond
 		cfg.MaxBackoff = 100 * time.Millisecond
 		cfg.HealthInterval = 200 * time.Millisecond
-		sessions[i] = plugin.NewSession(cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		err := sessions[i].Start(ctx)
+		var err error
+		sessions[i], err = plugin.Launch(ctx, cfg)
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -156,7 +156,7 @@ func TestSoak(t *testing.T) {
 }
 
 // soakCall makes one call of a random kind.
-func soakCall(ctx context.Context, r *rand.Rand, s *plugin.Session, big []byte) error {
+func soakCall(ctx context.Context, r *rand.Rand, s *plugin.Client, big []byte) error {
 	switch r.IntN(6) {
 	case 0:
 		_, err := s.Call(ctx, "echo", big[:r.IntN(len(big))])

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// state is where a Session is in its life; Status.State is its String.
+// state is where a Client is in its life; Status.State is its String.
 type state int
 
 const (
@@ -52,9 +52,9 @@ func (s state) String() string {
 	return fmt.Sprintf("state(%d)", int(s))
 }
 
-// Status is a snapshot of a Session.
+// Status is a snapshot of a Client.
 type Status struct {
-	// State is where the Session is in its life:
+	// State is where the Client is in its life:
 	//
 	//	"idle"        not started yet
 	//	"starting"    Start is launching (or connecting to) the plugin

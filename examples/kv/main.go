@@ -143,11 +143,11 @@ func run() error {
 			return a
 		},
 	}))
-	// A Session supervises the plugin: health pings, restarts on a crash.
-	s := plugin.NewSession(&plugin.Config{
+	// The Client supervises the plugin: health pings, restarts on a crash.
+	s, err := plugin.Launch(ctx, &plugin.Config{
 		Name: "kv", Path: self, Mux: hostMux, Logger: log,
 	})
-	if err := s.Start(ctx); err != nil {
+	if err != nil {
 		return err
 	}
 	defer s.Stop(context.Background()) // on early returns
