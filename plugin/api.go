@@ -104,12 +104,6 @@ func FlatBuffers[T any, PT rpc.FlatBuffersTable[T]]() Codec[T] {
 	return rpc.FlatBuffers[T, PT]()
 }
 
-// FlatBuffersRoot returns the root table of a finished buffer (what a
-// FlatBuffers codec's Decode returns, for a buffer built by hand).
-func FlatBuffersRoot[T any, PT rpc.FlatBuffersTable[T]](buf []byte) T {
-	return rpc.FlatBuffersRoot[T, PT](buf)
-}
-
 // Callback, from inside a handler, calls the handler the caller passed with
 // WithCallback for this call (a call back into the caller, e.g. one per
 // item of a scan). It fails with an error matching ErrUnknownMethod when the

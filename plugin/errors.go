@@ -31,14 +31,13 @@ var (
 	// or with calls in flight; the error names its exit status or signal.
 	// A call's such error also matches ErrPeerGone.
 	ErrExited = errors.New("plugin: process exited")
-	// ErrUnhealthy: the plugin stopped answering health pings.
-	ErrUnhealthy = errors.New("plugin: health check failed")
 	// ErrPluginRestarted: a call was in flight when its plugin died and the
 	// Client restarted it. Such errors also match ErrPeerGone.
 	ErrPluginRestarted = errors.New("plugin: restarted")
-	// ErrUnavailable: a Client has no running plugin (not started, stopped,
-	// or given up after MaxRestarts), or a call's context ended while it
-	// waited for a restart.
+	// ErrUnavailable: a Client has no running plugin (not started, or given
+	// up after MaxRestarts), a call's context ended while it waited for a
+	// restart, or (in Status.LastErr) the plugin stopped answering its
+	// health pings.
 	ErrUnavailable = errors.New("plugin: unavailable")
 	// ErrKilled: a graceful stop ran out of budget and the plugin was killed.
 	ErrKilled = errors.New("plugin: killed after the stop budget")

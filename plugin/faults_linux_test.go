@@ -445,6 +445,7 @@ func TestFaultStopCont(t *testing.T) {
 	if err := syscall.Kill(c.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, c.PID())
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -256,8 +257,8 @@ func TestLiveSessionStopped(t *testing.T) {
 			if unhealthy.IsZero() {
 				t.Errorf("the session never reported the plugin unhealthy; states: %v", r.rec.states())
 			}
-			if !errors.Is(st.LastErr, plugin.ErrUnhealthy) && !r.remote {
-				t.Errorf("LastErr %v, want ErrUnhealthy", st.LastErr)
+			if (!errors.Is(st.LastErr, plugin.ErrUnavailable) || !strings.Contains(st.LastErr.Error(), "health check failed")) && !r.remote {
+				t.Errorf("LastErr %v, want ErrUnavailable saying the health check failed", st.LastErr)
 			}
 			select {
 			case err := <-block:

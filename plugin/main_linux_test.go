@@ -318,6 +318,28 @@ func processGone(pid int) bool {
 	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
+// waitStopped waits until every thread of pid is stopped (SIGSTOP takes
+// effect on a spinning thread only when the kernel next interrupts it).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	if !waitFor(5*time.Second, func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil || len(tasks) == 0 {
+			return false
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			i := bytes.LastIndexByte(b, ')')
+			if err != nil || i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("process %d not stopped 5s after SIGSTOP", pid)
+	}
+}
+
 // waitGone waits up to d for pid to disappear.
 func waitGone(pid int, d time.Duration) bool {
 	end := time.Now().Add(d)

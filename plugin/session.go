@@ -212,13 +212,13 @@ func (s *Client) watch(c *instance, stop <-chan struct{}, runCtx context.Context
 		}
 		fails++
 		s.mu.Lock()
-		s.lastErr = fmt.Errorf("%w: ping %d of %d: %w", ErrUnhealthy, fails, s.cfg.HealthFailures, err)
+		s.lastErr = errorf(s.cfg.Name, ErrUnavailable, err, "health check failed: ping %d of %d", fails, s.cfg.HealthFailures)
 		if s.state == stateReady {
 			s.setState(stateUnhealthy)
 		}
 		s.mu.Unlock()
 		if fails >= s.cfg.HealthFailures {
-			return fmt.Errorf("%w: %d pings in a row failed, the last: %w", ErrUnhealthy, fails, err)
+			return errorf(s.cfg.Name, ErrUnavailable, err, "health check failed: %d pings in a row failed, the last", fails)
 		}
 	}
 }

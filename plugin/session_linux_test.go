@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -152,8 +153,8 @@ func TestSessionHealthRestart(t *testing.T) {
 	if st.Restarts != 1 || st.PID == first.PID {
 		t.Errorf("after the health restart: %+v (first PID %d)", st, first.PID)
 	}
-	if !errors.Is(st.LastErr, plugin.ErrUnhealthy) {
-		t.Errorf("LastErr = %v, want ErrUnhealthy", st.LastErr)
+	if !errors.Is(st.LastErr, plugin.ErrUnavailable) || !strings.Contains(st.LastErr.Error(), "health check failed: 2 pings in a row failed") {
+		t.Errorf("LastErr = %v, want ErrUnavailable saying the health check failed", st.LastErr)
 	}
 	if !waitGone(first.PID, 5*time.Second) {
 		t.Errorf("the stopped plugin %d is still there", first.PID)

@@ -65,8 +65,6 @@ const (
 var (
 	// ErrPeerGone: the other side hung up, died or broke the connection.
 	ErrPeerGone = it.ErrPeerGone
-	// ErrTooLarge: a message over the negotiated maximum.
-	ErrTooLarge = it.ErrTooLarge
 	// ErrCorrupt: bytes from the peer that break the wire format; the
 	// connection is closed.
 	ErrCorrupt = it.ErrCorrupt

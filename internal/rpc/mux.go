@@ -56,12 +56,6 @@ func (r *Reply) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// WriteString appends s to the reply. It never fails.
-func (r *Reply) WriteString(s string) (int, error) {
-	r.b = append(r.b, s...)
-	return len(s), nil
-}
-
 // Extend grows the reply by n bytes and returns them, to be filled in place.
 func (r *Reply) Extend(n int) []byte {
 	r.b = slices.Grow(r.b, n)
