@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringwire/ringwire/internal/rpc"
@@ -36,11 +37,14 @@ type Client struct {
 	cfg *Config // with defaults
 	log *slog.Logger
 
-	mu          sync.Mutex
-	state       state
-	cur         *instance
-	last        *instance // the most recent instance, running or ended
-	fixed       *instance // an accepted plugin's only instance (never reopened)
+	mu    sync.Mutex
+	state state
+	cur   *instance
+	last  *instance // the most recent instance, running or ended
+	fixed *instance // an accepted plugin's only instance (never reopened)
+	// ready is cur while the state is ready or unhealthy, else nil: calls
+	// read it without taking mu.
+	ready       atomic.Pointer[instance]
 	started     time.Time
 	restarts    int // restart attempts since Start
 	consecutive int // restart attempts since the last stable run
@@ -73,6 +77,7 @@ func (s *Client) setState(st state) {
 		return
 	}
 	s.state = st
+	s.publish()
 	close(s.changed)
 	s.changed = make(chan struct{})
 	switch st {
@@ -80,6 +85,15 @@ func (s *Client) setState(st state) {
 		s.log.Warn("ringwire: plugin state", "state", st.String(), "from", old.String(), "err", s.lastErr)
 	default:
 		s.log.Info("ringwire: plugin state", "state", st.String(), "from", old.String())
+	}
+}
+
+// publish updates ready after a change of state or of cur. s.mu is held.
+func (s *Client) publish() {
+	if s.state == stateReady || s.state == stateUnhealthy {
+		s.ready.Store(s.cur)
+	} else {
+		s.ready.Store(nil)
 	}
 }
 
@@ -127,6 +141,7 @@ func (s *Client) start(ctx context.Context) error {
 		return err
 	}
 	s.cur, s.last, s.started = c, c, c.started
+	s.publish()
 	if s.state == stateStarting {
 		s.setState(stateReady)
 	}
@@ -254,6 +269,7 @@ func (s *Client) retire(c *instance, cause error) bool {
 	s.lastErr = cause
 	if s.cur == c {
 		s.cur = nil
+		s.publish()
 	}
 	if s.state == stateStopping {
 		return false
@@ -326,6 +342,7 @@ func (s *Client) restart(stop <-chan struct{}, runCtx context.Context) *instance
 			continue
 		}
 		s.cur, s.last, s.started = c, c, c.started
+		s.publish()
 		if s.state == stateRestarting {
 			s.setState(stateReady)
 		}
@@ -392,6 +409,7 @@ func (s *Client) end(ctx context.Context, stop func(*instance) error) error {
 	}
 	s.mu.Lock()
 	s.cur = nil
+	s.publish()
 	s.setState(stateStopped)
 	s.mu.Unlock()
 	return err
@@ -480,6 +498,9 @@ func (s *Client) Wait() error {
 
 // client returns the instance to call, waiting for a restart in progress.
 func (s *Client) client(ctx context.Context) (*instance, error) {
+	if c := s.ready.Load(); c != nil {
+		return c, nil
+	}
 	for {
 		s.mu.Lock()
 		st, c, ch, last := s.state, s.cur, s.changed, s.lastErr
