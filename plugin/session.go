@@ -113,7 +113,7 @@ func (s *Client) start(ctx context.Context) error {
 	default:
 		st := s.state
 		s.mu.Unlock()
-		return fmt.Errorf("%w: plugin %q: Start while %v", ErrConfig, s.cfg.Name, st)
+		return fmt.Errorf("%w: plugin %q: started again while %v", ErrConfig, s.cfg.Name, st)
 	}
 	if s.cancelRun != nil {
 		s.cancelRun() // the previous run's (it has ended)
@@ -137,6 +137,7 @@ func (s *Client) start(ctx context.Context) error {
 		if s.state == stateStarting {
 			s.setState(stateFailed)
 		}
+		s.cancelRun()
 		close(runDone)
 		return err
 	}
@@ -154,10 +155,7 @@ func (s *Client) start(ctx context.Context) error {
 // open starts one instance.
 func (s *Client) open(ctx context.Context) (*instance, error) {
 	if s.fixed != nil {
-		if s.last != nil {
-			return nil, fmt.Errorf("%w: plugin %q: an accepted plugin cannot be started again", ErrConfig, s.cfg.Name)
-		}
-		return s.fixed, nil
+		return s.fixed, nil // only at start: an accepted plugin is never restarted
 	}
 	if s.cfg.Address != "" {
 		return connect(ctx, s.cfg)
