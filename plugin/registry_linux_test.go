@@ -51,6 +51,10 @@ func TestRegistryOrder(t *testing.T) {
 	if _, ok := r.Get("zz"); ok {
 		t.Error("Get(zz) found a session")
 	}
+	err := r.StartAll(ctx)
+	if !errors.Is(err, plugin.ErrConfig) || !strings.Contains(err.Error(), `plugin "a": started again while ready`) {
+		t.Errorf("second StartAll: %v, want ErrConfig saying each plugin was started again", err)
+	}
 	if err := r.StopAll(ctx); err != nil {
 		t.Errorf("StopAll: %v", err)
 	}
