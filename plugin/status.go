@@ -8,25 +8,15 @@ import (
 // state is where a Client is in its life; Status.State is its String.
 type state int
 
+// The states, in the order of their life; Status.State documents each.
 const (
-	// stateIdle: not started yet.
 	stateIdle state = iota
-	// stateStarting: Start is launching (or connecting to) the plugin.
 	stateStarting
-	// stateReady: the plugin runs and answers its health pings.
 	stateReady
-	// stateUnhealthy: the last health ping failed; calls still go through.
 	stateUnhealthy
-	// stateRestarting: the plugin died or failed its health checks; a new
-	// instance is on its way (after the backoff delay).
 	stateRestarting
-	// stateStopping: Stop is draining and ending the plugin.
 	stateStopping
-	// stateStopped: Stop ended the plugin.
 	stateStopped
-	// stateFailed: the plugin could not be started, or died more often in a
-	// row than MaxRestarts allows; Status().LastErr says why. Start may be
-	// called again.
 	stateFailed
 )
 
@@ -57,7 +47,7 @@ type Status struct {
 	// State is where the Client is in its life:
 	//
 	//	"idle"        not started yet
-	//	"starting"    Start is launching (or connecting to) the plugin
+	//	"starting"    the plugin is being launched (or connected to)
 	//	"ready"       the plugin runs and answers its health pings
 	//	"unhealthy"   the last health ping failed; calls still go through
 	//	"restarting"  the plugin died or failed its health checks; a new
