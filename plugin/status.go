@@ -59,7 +59,7 @@ type Status struct {
 	State string
 	// Started is when the current (or last) instance started.
 	Started time.Time
-	// Restarts counts the restart attempts since Start.
+	// Restarts counts the restart attempts since the plugin was started.
 	Restarts int
 	// PID is the current instance's process id (-1: none, or not launched).
 	PID int
