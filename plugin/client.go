@@ -46,12 +46,12 @@ type Client struct {
 	// read it without taking mu.
 	ready       atomic.Pointer[instance]
 	started     time.Time
-	restarts    int // restart attempts since Start
+	restarts    int // restart attempts since start
 	consecutive int // restart attempts since the last stable run
 	lastErr     error
 	changed     chan struct{} // closed and replaced at every state change
 
-	// Per run (Start to Stop):
+	// Per run (start to Stop):
 	stop      chan struct{}      // closed by Stop
 	cancelRun context.CancelFunc // cancels launches and pings in progress
 	runDone   chan struct{}      // closed when the run's goroutines have ended
