@@ -51,3 +51,36 @@ func cpuNow() uint32 {
 // (sched_yield). It goes through the runtime's system call path, so a yield
 // that lasts lets the scheduler hand our P to another thread meanwhile.
 func osYield() { _, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+
+// moveOff moves this thread to another CPU it may run on: it takes the CPU
+// it runs on out of its affinity for a moment, which makes the kernel
+// migrate it at once, then restores the affinity (a widened mask does not
+// move a running thread back). It reports false, having changed nothing,
+// where there is no other CPU to go to or the kernel refuses; the caller
+// then yields instead.
+func moveOff() bool {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	if unix.SchedGetaffinity(0, &set) != nil || set.Count() < 2 {
+		return false
+	}
+	cpu := cpuNow()
+	if cpu == 0 || !set.IsSet(int(cpu-1)) {
+		return false
+	}
+	narrow := set
+	narrow.Clear(int(cpu - 1))
+	if unix.SchedSetaffinity(0, &narrow) != nil {
+		return false
+	}
+	// The set was accepted a moment ago; a concurrent change of the
+	// process's cpuset could make it fail now, and then the kernel's own
+	// intersection with the cpuset governs.
+	for range 3 {
+		if unix.SchedSetaffinity(0, &set) == nil {
+			break
+		}
+	}
+	return true
+}

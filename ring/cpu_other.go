@@ -9,3 +9,6 @@ func cpuNow() uint32 { return 0 }
 
 // osYield is never called where cpuNow cannot tell the CPU.
 func osYield() {}
+
+// moveOff is never called where cpuNow cannot tell the CPU.
+func moveOff() bool { return false }

@@ -50,9 +50,10 @@ func waitEmpty(t *testing.T, c *Consumer, d time.Duration) Stats {
 	return s
 }
 
-// A waiter hands its CPU over (sched_yield) when the peer's word names that
-// CPU and does not move, and only then; it tells the peer its own CPU while
-// it waits and takes it back when it stops.
+// A waiter hands its CPU over (with sched_yield where no other CPU is
+// allowed, as here) when the peer's word names that CPU and does not move,
+// and only then; it tells the peer its own CPU while it waits and takes it
+// back when it stops.
 func TestHandoffToPeerOnOurCPU(t *testing.T) {
 	_, c, _ := pair(t, 4096, 0, &Options{Spin: time.Second, AdaptiveSpin: -1})
 	var peer uint32
@@ -96,4 +97,50 @@ func TestHandoffBacksOffAfterLongYield(t *testing.T) {
 			t.Fatal("back-off over: no handoff")
 		}
 	})
+}
+
+// moveOff takes the thread to another CPU and leaves its affinity as it
+// was; with one CPU allowed it changes nothing and reports false (the
+// waiter then yields).
+func TestMoveOff(t *testing.T) {
+	if cpuNow() == 0 {
+		t.Skip("the CPU number cannot be read here (no per-CPU segment for the vDSO's getcpu): waiters never hand over")
+	}
+	onOneCPU(t, func(cpu uint32) {
+		var before, after unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &before); err != nil {
+			t.Fatal(err)
+		}
+		if moveOff() {
+			t.Fatal("moveOff reported true with one CPU allowed")
+		}
+		if err := unix.SchedGetaffinity(0, &after); err != nil {
+			t.Fatal(err)
+		}
+		if after != before || cpuNow() != cpu {
+			t.Fatalf("moveOff with one CPU allowed changed the thread: CPU %d, %d CPUs allowed", cpuNow()-1, after.Count())
+		}
+	})
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var before, after unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	if before.Count() < 2 {
+		t.Skipf("this test may run on %d CPU: there is no other to move to", before.Count())
+	}
+	cpu := cpuNow()
+	if !moveOff() {
+		t.Fatalf("moveOff failed with %d CPUs allowed", before.Count())
+	}
+	if got := cpuNow(); got == cpu {
+		t.Fatalf("still on CPU %d after moveOff", cpu-1)
+	}
+	if err := unix.SchedGetaffinity(0, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Fatalf("affinity after moveOff: %d CPUs, before: %d", after.Count(), before.Count())
+	}
 }

@@ -381,11 +381,17 @@ func (w *waiter) waitLoop(ready func() bool, l limit) error {
 			} else if now-stuck >= int64(handoffAfter) && now >= w.noYield {
 				// The peer has been waiting for this CPU for longer than
 				// the kernel takes to move one of us to an idle one:
-				// give it over. A yield that lasts means a third thread
-				// ran here (another process's time slice): stop
-				// yielding for a while, the futex serves better then.
+				// leave it to the peer. Moving to another CPU lets both
+				// run (with the other CPU idle, or busy with a process
+				// the kernel can share it with); a yield, where no other
+				// CPU is allowed, trades this one. A hand-off that lasts
+				// means a third thread ran here (another process's time
+				// slice): stop handing off for a while, the futex serves
+				// better then.
 				w.c.handoffs.Add(1)
-				osYield()
+				if !moveOff() {
+					osYield()
+				}
 				if d := nanotime() - now; d > int64(longYield) {
 					w.noYield = now + d + int64(yieldBackoff)
 				}
