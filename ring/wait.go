@@ -88,8 +88,9 @@ type Stats struct {
 	Parks      uint64 // FUTEX_WAIT calls
 	WakesSent  uint64 // FUTEX_WAKE calls issued to the peer
 	SpinBudget int64  // current spin window in nanoseconds (adaptive)
-	// Handoffs counts the times a waiter gave its CPU over (sched_yield)
-	// to a peer stuck behind it on that CPU (docs/ring.md).
+	// Handoffs counts the times a waiter left its CPU (moving to another,
+	// or with sched_yield) to a peer stuck behind it on that CPU
+	// (docs/ring.md).
 	Handoffs uint64
 }
 
@@ -187,7 +188,7 @@ const (
 // be running now (we are), and one that spins elsewhere would have moved its
 // beat; so it is descheduled here, or was at its last look, and spinning
 // would only delay it. The word is a hint that the peer may have left stale
-// or written falsely; either costs us one sched_yield, never correctness,
+// or written falsely; either costs us one hand-off, never correctness,
 // since the sleep protocol below does not depend on it.
 func (w *waiter) here(first bool) bool {
 	cpu := cpuNow()
@@ -216,8 +217,8 @@ func (w *waiter) init(bell *uint32, o Options) {
 }
 
 // A waiter that has found the peer waiting for its CPU for handoffAfter
-// yields it (see here). A yield that takes longer than longYield gave the CPU
-// to a third thread, not to the peer: waiters then do not yield for
+// leaves it (see here). A hand-off that takes longer than longYield gave the
+// CPU to a third thread, not to the peer: waiters then do not hand off for
 // yieldBackoff.
 const (
 	handoffAfter = 5 * time.Microsecond
