@@ -144,3 +144,49 @@ func TestMoveOff(t *testing.T) {
 		t.Fatalf("affinity after moveOff: %d CPUs, before: %d", after.Count(), before.Count())
 	}
 }
+
+// A waiter whose peer keeps waiting on whatever CPU the waiter is on moves
+// at most once per moveEvery and yields in between.
+func TestHandoffMovesAtMostEveryMoveEvery(t *testing.T) {
+	if cpuNow() == 0 {
+		t.Skip("the CPU number cannot be read here (no per-CPU segment for the vDSO's getcpu): waiters never hand over")
+	}
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	if set.Count() < 2 {
+		t.Skipf("this test may run on %d CPU: there is no other to move to", set.Count())
+	}
+	_, c, _ := pair(t, 4096, 0, &Options{Spin: time.Second, AdaptiveSpin: -1})
+	var peer uint32
+	c.w.peer = &peer
+	// The peer's word follows ours: it names the CPU we announce, with a
+	// beat that never moves, so every look finds the peer stuck behind us.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			atomic.StoreUint32(&peer, atomic.LoadUint32(c.g.dataCPU)&cpuMask|7*cpuBeat)
+			time.Sleep(20 * time.Microsecond)
+		}
+	}()
+	const d = 40 * time.Millisecond
+	before := c.w.c.moves.Load()
+	s := waitEmpty(t, c, d)
+	close(stop)
+	<-done
+	moves := c.w.c.moves.Load() - before
+	if limit := uint64(d/moveEvery) + 1; moves == 0 || moves > limit {
+		t.Fatalf("%d moves in %v of a peer stuck behind us: want 1 to %d", moves, d, limit)
+	}
+	if s.Handoffs <= moves {
+		t.Fatalf("%d hand-offs, %d of them moves: want yields between the moves", s.Handoffs, moves)
+	}
+}
