@@ -56,8 +56,8 @@ func osYield() { _, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
 // it runs on out of its affinity for a moment, which makes the kernel
 // migrate it at once, then restores the affinity (a widened mask does not
 // move a running thread back). It reports false, having changed nothing,
-// where there is no other CPU to go to or the kernel refuses; the caller
-// then yields instead.
+// where there is no other CPU to go to or the kernel refuses (a seccomp
+// filter, say); the caller then yields instead.
 func moveOff() bool {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -74,9 +74,9 @@ func moveOff() bool {
 	if unix.SchedSetaffinity(0, &narrow) != nil {
 		return false
 	}
-	// The set was accepted a moment ago; a concurrent change of the
-	// process's cpuset could make it fail now, and then the kernel's own
-	// intersection with the cpuset governs.
+	// The set was accepted a moment ago. Only a concurrent change of the
+	// process's cpuset can make it fail now; the thread then keeps the
+	// narrower mask, which costs it one CPU, never correctness.
 	for range 3 {
 		if unix.SchedSetaffinity(0, &set) == nil {
 			break

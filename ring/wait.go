@@ -395,10 +395,9 @@ func (w *waiter) waitLoop(ready func() bool, l limit) error {
 				// run (with the other CPU idle, or busy with a process
 				// the kernel can share it with); a yield, where no other
 				// CPU is allowed or we moved less than moveEvery ago,
-				// trades this one. A hand-off that lasts
-				// means a third thread ran here (another process's time
-				// slice): stop handing off for a while, the futex serves
-				// better then.
+				// trades this one. A hand-off that lasts means a third
+				// thread ran here (another process's time slice): stop
+				// handing off for a while, the futex serves better then.
 				w.c.handoffs.Add(1)
 				if now-w.moved >= int64(moveEvery) && moveOff() {
 					w.moved = now
