@@ -317,7 +317,7 @@ func (p *Producer) stageParts(typ uint16, head, body []byte, l limit) (int, erro
 		if err != nil {
 			return 0, err
 		}
-		streamcopy.Copy(buf[copy(buf, head):], body)
+		streamcopy.Copy(buf[streamcopy.Copy(buf, head):], body)
 		return n, p.Commit(typ, n)
 	}
 	// The first fragment carries the total.
@@ -369,7 +369,7 @@ func (p *Producer) fragments(head, body []byte, off int, l limit) (int, error) {
 func copyParts(dst, head, body []byte, off int) int {
 	n := 0
 	if off < len(head) {
-		n = copy(dst, head[off:])
+		n = streamcopy.Copy(dst, head[off:])
 		off = len(head)
 	}
 	return n + streamcopy.Copy(dst[n:], body[off-len(head):])

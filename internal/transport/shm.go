@@ -123,7 +123,7 @@ func (c *shmConn) send(tokenBy, roomBy time.Time, cancel <-chan struct{}, typ ui
 	if n <= tx.MaxRecord() {
 		buf, err := tx.ReserveUntil(n, roomBy, cancel)
 		if err == nil {
-			streamcopy.Copy(buf[copy(buf, head):], body)
+			streamcopy.Copy(buf[streamcopy.Copy(buf, head):], body)
 			if err = tx.Commit(typ, n); err == nil {
 				tx.Flush()
 			}
