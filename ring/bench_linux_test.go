@@ -762,7 +762,8 @@ func sizeName(n int) string {
 // ---------------------------------------------------------------------------
 // 5. Paced traffic: latency and CPU cost.
 
-// BenchmarkPaced sends one 64-byte message every 50 µs (the parent busy-waits
+// BenchmarkPaced sends one 64-byte message every interval (50 µs; 500 µs for
+// sparse traffic, whose cost is the spin before each park; the parent busy-waits
 // on the clock for the next slot; a slot missed because a round trip overran
 // is skipped) and measures each round trip. ns/op is the mean round trip;
 // p50-ns and p99-ns its percentiles; child-cpu-ns/msg and parent-cpu-ns/msg
@@ -771,15 +772,19 @@ func sizeName(n int) string {
 // default Options; policy=fixed turns the adaptive spin window off
 // (AdaptiveSpin: -1), so the child spins only DefaultSpin and then parks.
 func BenchmarkPaced(b *testing.B) {
-	const interval = 50 * time.Microsecond
 	for _, tc := range []struct {
-		name string
-		opt  ring.Options
+		name     string
+		interval time.Duration
+		opt      ring.Options
 	}{
-		{"policy=adaptive", ring.Options{}},
-		{"policy=fixed", ring.Options{AdaptiveSpin: -1}},
+		{"interval=50us/policy=adaptive", 50 * time.Microsecond, ring.Options{}},
+		{"interval=50us/policy=fixed", 50 * time.Microsecond, ring.Options{AdaptiveSpin: -1}},
+		// Sparse traffic: every wait is longer than any spin window, so
+		// the CPU a message costs is the spin before each park.
+		{"interval=500us/policy=adaptive", 500 * time.Microsecond, ring.Options{}},
 	} {
-		b.Run("interval=50us/"+tc.name, func(b *testing.B) {
+		interval := tc.interval
+		b.Run(tc.name, func(b *testing.B) {
 			c := startChild(b, "zcecho", "", duplex.Config{Options: tc.opt})
 			e := c.End
 			pid := c.Cmd.Process.Pid
@@ -801,7 +806,7 @@ func BenchmarkPaced(b *testing.B) {
 					}
 				}
 			}
-			paced(make([]int64, 2000)) // 100 ms: the adaptive window settles
+			paced(make([]int64, 2000)) // 2000 messages: the adaptive window settles
 			rtts := make([]int64, b.N)
 			childCPU0, err := processCPU(pid)
 			if err != nil {

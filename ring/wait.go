@@ -10,12 +10,13 @@ import (
 	"github.com/ringwire/ringwire/shm"
 )
 
-// Defaults of Options, chosen by BenchmarkPingPong and BenchmarkPaced (see
-// docs/benchmarks.md).
+// Defaults of Options, chosen by BenchmarkPingPong, BenchmarkPaced and the
+// comparison suite's load shapes (see docs/benchmarks.md).
 const (
-	// DefaultSpin is how long a side busy-polls before it parks. It must be
-	// longer than the peer's wake-up time or both sides fall into the slow
-	// park-every-message mode.
+	// DefaultSpin is how long a side busy-polls before it parks when its
+	// recent waits were long (sparse traffic; see stallSpin for the window
+	// while messages come quickly). It must be longer than the peer's
+	// wake-up time or both sides fall into the slow park-every-message mode.
 	DefaultSpin = 20 * time.Microsecond
 	// DefaultAdaptiveSpin caps the adaptive spin window, and with it the CPU a
 	// waiter burns per message when traffic is paced (see Options.AdaptiveSpin).
@@ -235,10 +236,20 @@ const (
 	yieldBackoff = 20 * time.Millisecond
 )
 
+// stallSpin is the least spin window while messages come quickly (the
+// average wait is under AdaptiveSpin). A wait that should have been short
+// and is late then most often has a running peer held off its CPU for a
+// moment (an interrupt, another thread's turn), back within tens of
+// microseconds, and a park would add a wake-up of 20-45 µs. 60 µs against
+// 20 µs: 4 plugins 50-57 % faster, p99s under load halved; beyond 60 µs
+// nothing more was gained (docs/benchmarks.md). Sparse traffic keeps Spin:
+// its waits are long anyway, and each would burn the longer window.
+const stallSpin = int64(60 * time.Microsecond)
+
 // budget is the spin window for the next wait.
 func (w *waiter) budget() int64 {
 	if w.adaptMax > w.spin && w.gap > 0 && w.gap <= w.adaptMax {
-		if b := min(2*w.gap, w.adaptMax); b > w.spin {
+		if b := min(max(2*w.gap, stallSpin), w.adaptMax); b > w.spin {
 			return b
 		}
 	}
@@ -246,11 +257,14 @@ func (w *waiter) budget() int64 {
 }
 
 // observe feeds the duration of a wait that ended with the condition met.
+// A wait counts for at most twice AdaptiveSpin: one stall of milliseconds
+// in a quick exchange must not hold the window down for the dozens of
+// waits it would take the average to forget it.
 func (w *waiter) observe(d int64) {
 	if w.adaptMax == 0 {
 		return
 	}
-	d = min(d, int64(time.Second))
+	d = min(d, 2*w.adaptMax)
 	w.gap += (d - w.gap) / 8
 }
 
