@@ -70,7 +70,8 @@
 // made at all. The argument that no wake-up is lost is written out on the
 // waiter type in wait.go and in docs/ring.md. The spin window adapts to the
 // observed gap between messages, up to Options.AdaptiveSpin, so paced traffic
-// is caught while spinning; once idle, a side parks and uses no CPU.
+// and a quick exchange whose peer is descheduled for a moment are caught
+// while spinning; once idle, a side parks and uses no CPU.
 //
 // Waiting happens in the calling goroutine, and the ring allows one reader and
 // one writer, so at most two goroutines per connection ever sit in FUTEX_WAIT.

@@ -42,9 +42,11 @@ type Options struct {
 	// negative value parks at once.
 	Spin time.Duration
 	// AdaptiveSpin lets the spin window grow up to this bound when the observed
-	// gap between messages is shorter than it: the waiter spins for up to twice
-	// the recent average gap, so paced traffic (a message every 50 µs, say) is
-	// caught while spinning instead of paying a futex wake-up (20-45 µs here).
+	// gap between messages is shorter than it: the waiter spins for twice the
+	// recent average gap, and at least 60 µs (see stallSpin), so paced traffic
+	// (a message every 50 µs, say) and a quick exchange whose peer is held
+	// off its CPU for a moment are caught while spinning instead of paying a
+	// futex wake-up (20-45 µs here).
 	// The price is CPU: at most AdaptiveSpin of spinning per wait, i.e. at most
 	// one core per waiting side while messages come faster than one per
 	// AdaptiveSpin, and nothing beyond Spin once they come slower. 0 selects
