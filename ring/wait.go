@@ -243,9 +243,10 @@ const (
 // and is late then most often has a running peer held off its CPU for a
 // moment (an interrupt, another thread's turn), back within tens of
 // microseconds, and a park would add a wake-up of 20-45 µs. 60 µs against
-// 20 µs: 4 plugins 50-57 % faster, p99s under load halved; beyond 60 µs
-// nothing more was gained (docs/benchmarks.md). Sparse traffic keeps Spin:
-// its waits are long anyway, and each would burn the longer window.
+// 20 µs: 4 plugins 50-59 % less time a call, p99s under load halved;
+// beyond 60 µs nothing more was gained (docs/benchmarks.md). Sparse traffic
+// keeps Spin: its waits are long anyway, and each would burn the longer
+// window.
 const stallSpin = int64(60 * time.Microsecond)
 
 // budget is the spin window for the next wait.
