@@ -514,6 +514,15 @@ func liveFrozen(t *testing.T, mode string, freeze freezer, stopped bool, size in
 	t.Logf("frozen for %v; host sent %d messages, received %d while frozen and after",
 		resumedAt.Sub(frozenAt).Round(time.Millisecond), after.MessagesSent-before.MessagesSent, after.MessagesRecv-before.MessagesRecv)
 
+	// Calls refused for the child's MaxPendingBytes budget (16 MiB: four
+	// 3 MiB requests held for their handlers plus the answers that wait for
+	// room, when the backlog of the freeze comes in at once) are the
+	// documented backpressure, refused at once and never wedged, as in
+	// TestLiveMutualFlood. They are logged, not failed.
+	if ct.Exhausted > 0 || pt.Exhausted > 0 {
+		t.Logf("refused for the budget: %d calls, %d pings", ct.Exhausted, pt.Exhausted)
+	}
+	ct.Exhausted, pt.Exhausted = 0, 0
 	checkBoundedSlack(t, "host calls", ct, want != "works", slack)
 	checkBoundedSlack(t, "host pings", pt, want != "works", slack)
 	if ct.Deadline == 0 || pt.Deadline == 0 {
